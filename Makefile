@@ -1,0 +1,64 @@
+# podgate — see README.md. Every target is safe to run on a fresh machine of
+# this kind: what a target needs, it builds or installs (as root).
+
+SHELL := /bin/bash
+GO ?= go
+LC := ./bin/localcluster
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+export PATH := $(shell go env GOPATH)/bin:$(PATH)
+
+.PHONY: all build deps test test-unit lint fmt vet staticcheck cluster-up cluster-down cluster-status cluster-check run bench chaos image deploy rules-test clean
+
+all: build
+
+## build: compile podgate and the cluster harness into bin/
+build:
+	$(GO) build -o bin/podgate ./cmd/podgate
+	$(GO) build -o bin/localcluster ./cmd/localcluster
+
+bin/localcluster: $(shell find cmd/localcluster kube/localcluster -name '*.go' 2>/dev/null)
+	$(GO) build -o $@ ./cmd/localcluster
+
+## deps: install the Debian packages the tests use (ssh, sftp, tmux)
+deps:
+	./hack/deps.sh
+
+## cluster-up: bring up the local single-node cluster (builds binaries and images once)
+cluster-up: bin/localcluster
+	$(LC) up
+
+## cluster-down: stop the local cluster and remove everything it created
+cluster-down: bin/localcluster
+	$(LC) down
+
+## cluster-status: kubeconfig path, node state and images of the local cluster
+cluster-status: bin/localcluster
+	$(LC) status
+
+## cluster-check: prove up, refusal of a second cluster, recovery after SIGKILL, and a clean down
+cluster-check: bin/localcluster
+	./hack/cluster-check.sh
+
+## test: lint, unit tests, then every integration/e2e test on a real cluster (local, or KUBECONFIG)
+test: deps lint bin/localcluster
+	@if [ -z "$$KUBECONFIG" ] && ! $(LC) status | grep -q '^cluster: running'; then ./hack/cluster-check.sh; fi
+	./hack/with-cluster.sh $(GO) test -race -count=1 -timeout 30m ./...
+
+## test-unit: the tests that need no cluster (the others skip)
+test-unit:
+	PODGATE_TEST_NO_CLUSTER=1 $(GO) test -race -count=1 ./...
+
+## lint: gofmt, go vet and staticcheck
+lint: fmt vet staticcheck
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,103 @@
+// Command localcluster brings up, inspects and tears down podgate's real
+// single-node Kubernetes cluster on this machine (see package localcluster).
+//
+//	localcluster up [-reuse]   build what is missing, start, wait for node Ready
+//	localcluster down          stop and remove everything, even after a SIGKILL
+//	localcluster status        kubeconfig path, node state, images
+//	localcluster kubeconfig    print the admin kubeconfig path
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+
+	"github.com/podgate/podgate/kube/localcluster"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "localcluster:", err)
+		if errors.Is(err, localcluster.ErrRunning) {
+			os.Exit(3)
+		}
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("localcluster", flag.ContinueOnError)
+	state := fs.String("state", localcluster.DefaultStateDir, "state directory of the cluster")
+	cache := fs.String("cache", localcluster.DefaultCacheDir(), "cache for built binaries and image archives")
+	source := fs.String("source", defaultSource(), "the kube/localcluster directory of the podgate checkout")
+	reuse := fs.Bool("reuse", false, "with up: succeed if a cluster is already running")
+	if len(os.Args) < 2 {
+		return errors.New("usage: localcluster up|down|status|kubeconfig [flags]")
+	}
+	verb := os.Args[1]
+	if err := fs.Parse(os.Args[2:]); err != nil {
+		return err
+	}
+	o := localcluster.Options{
+		StateDir:  *state,
+		CacheDir:  *cache,
+		SourceDir: *source,
+		Log:       slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch verb {
+	case "up":
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		err = o.Up(ctx, []string{self, "serve", "-state", *state, "-cache", *cache, "-source", *source})
+		if errors.Is(err, localcluster.ErrRunning) && *reuse {
+			fmt.Println("a local cluster is already running; reusing it")
+			fmt.Printf("export KUBECONFIG=%s\n", o.Kubeconfig())
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Printf("cluster ready\nexport KUBECONFIG=%s\n", o.Kubeconfig())
+		return nil
+	case "serve":
+		// Started by up with the held lock as fd 3.
+		stop()
+		return o.Run(os.NewFile(3, "lock"))
+	case "down":
+		l, err := o.Down(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("cluster down (last cleanup pass removed: %s)\n", l)
+		return nil
+	case "status":
+		return o.Status(ctx, os.Stdout)
+	case "kubeconfig":
+		fmt.Println(o.Kubeconfig())
+		return nil
+	}
+	return fmt.Errorf("unknown command %q (want up, down, status or kubeconfig)", verb)
+}
+
+// defaultSource finds kube/localcluster next to this command's source, which
+// is right for `go run` and for binaries built in the checkout.
+func defaultSource() string {
+	if wd, err := os.Getwd(); err == nil {
+		if _, err := os.Stat(filepath.Join(wd, "kube", "localcluster", "k8sbuild", "go.mod")); err == nil {
+			return filepath.Join(wd, "kube", "localcluster")
+		}
+	}
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "kube", "localcluster")
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Proves the harness's lifecycle on this machine: up from nothing, a second
+# up refused, recovery after every harness process is SIGKILLed, and a down
+# that leaves no process, mount, bridge, CNI/KUBE chain or kubepods cgroup.
+# Leaves no cluster running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LC=./bin/localcluster
+STATE=/var/lib/podgate-localcluster
+fail() { echo "cluster-check: FAIL: $*" >&2; exit 1; }
+leftovers() {
+  local out=""
+  pgrep -f "$STATE" >/dev/null && out+=" processes($(pgrep -f "$STATE" | tr '\n' ' '))"
+  grep -q " $STATE" /proc/self/mountinfo && out+=" mounts"
+  [ -e /sys/class/net/podgate0 ] && out+=" bridge"
+  for t in filter nat mangle; do
+    iptables-save -t $t 2>/dev/null | grep -qE '^:(KUBE|CNI)-' && out+=" iptables-$t"
+  done
+  ls -d /sys/fs/cgroup/*/kubepods >/dev/null 2>&1 && out+=" cgroups"
+  [ -e "$STATE" ] && out+=" state-dir"
+  echo "$out"
+}
+$LC down >/dev/null
+$LC up
+$LC status | grep -q 'Ready' || fail "node not Ready after up"
+rc=0; $LC up >/dev/null 2>&1 || rc=$?
+[ $rc = 3 ] || fail "second up was not refused (exit $rc)"
+echo "cluster-check: second up refused"
+# A pod running, so that SIGKILL leaves shims, mounts and cgroups behind.
+KUBECTL=${XDG_CACHE_HOME:-$HOME/.cache}/podgate/bin/k8s-v1.33.13/kubectl
+KUBECONFIG=$($LC kubeconfig) $KUBECTL run leftover --image=localhost/podgate-busybox:local --image-pull-policy=Never --restart=Never --command -- sleep 3600 >/dev/null
+KUBECONFIG=$($LC kubeconfig) $KUBECTL wait --for=condition=Ready pod/leftover --timeout=60s >/dev/null
+pkill -KILL -f "$STATE" || true
+echo "cluster-check: SIGKILLed every harness process; left behind:$(leftovers)"
+$LC up
+$LC status | grep -q 'Ready' || fail "node not Ready after recovery"
+echo "cluster-check: up recovered after SIGKILL"
+$LC down
+left=$(leftovers)
+[ -z "$left" ] || fail "down left:$left"
+echo "cluster-check: down left nothing behind"
