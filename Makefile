@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 GO ?= go
 LC := ./bin/localcluster
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 export PATH := $(shell go env GOPATH)/bin:$(PATH)
 
 .PHONY: all build deps test test-unit lint fmt vet staticcheck cluster-up cluster-down cluster-status cluster-check run bench chaos image deploy rules-test clean

@@ -1,0 +1,37 @@
+// Package auth decides who an SSH client is: it validates login names and
+// checks passwords and public keys against an authorized-keys source, an HTTP
+// webhook compatible with ContainerSSH, or (for demos) nothing at all. It
+// knows nothing about SSH connections beyond the credentials; package sshfront
+// calls it from its authentication callbacks and throttles failures with
+// Throttle.
+package auth
+
+import "errors"
+
+// ErrDenied means the credentials were checked and rejected. Any other error
+// from an authenticator means the check itself failed (for example the
+// webhook was unreachable); sshfront treats both as a failed attempt but logs
+// them differently.
+var ErrDenied = errors.New("authentication denied")
+
+// Request describes one authentication attempt, without the credential.
+type Request struct {
+	// User is the canonical login name (see ParseLogin).
+	User string
+	// Profile is the profile asked for with "user+profile", or empty.
+	Profile string
+	// RemoteAddr is the client's address as host:port.
+	RemoteAddr string
+	// ConnID is the connection's opaque identifier.
+	ConnID string
+	// ClientVersion is the client's SSH version string.
+	ClientVersion string
+}
+
+// Decision is the outcome of a successful attempt.
+type Decision struct {
+	// User is the canonical user name the connection runs as.
+	User string
+	// Profile is the profile to use; empty means the default profile.
+	Profile string
+}

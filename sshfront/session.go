@@ -1,0 +1,427 @@
+package sshfront
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/podgate/podgate/scheduler"
+)
+
+// noticeGrace bounds how long a session waits for its last server messages
+// to be written before it sends the exit status anyway; a client that stops
+// reading must not keep a session (and its pod) forever.
+const noticeGrace = 5 * time.Second
+
+// signalBuffer is how many signals may wait for the backend; more are
+// dropped with a log line rather than blocking the request loop.
+const signalBuffer = 8
+
+// session is one session channel. The request loop (requests) fills pty and
+// env and then hands over to serve through the start channel; after that
+// the loop only feeds resize and signals. The channel send orders the two,
+// so pty and env need no lock.
+type session struct {
+	c   *conn
+	num int
+	log *slog.Logger
+
+	ch      ssh.Channel
+	pty     *scheduler.Pty
+	env     []envVar
+	resize  chan scheduler.WindowSize
+	signals chan string
+	// lastActive is the UnixNano time of the last byte in either direction;
+	// the idle watcher reads it when its timer fires.
+	lastActive atomic.Int64
+
+	// notices tracks asynchronous server messages (NotifyAll, warnings).
+	notices sync.WaitGroup
+
+	// mu protects the following.
+	mu       sync.Mutex
+	noticeW  io.Writer // stderr, or the terminal once a pty is known
+	nl       string    // "\n", or "\r\n" on a terminal
+	finished bool      // no more notices once the exit status is being sent
+}
+
+type envVar struct{ name, value string }
+
+// startReq is the shell, exec or subsystem request that starts a session.
+type startReq struct {
+	kind      scheduler.Kind
+	command   string
+	subsystem string
+}
+
+// serve runs the session channel until its process exits or the client
+// closes it.
+func (s *session) serve(ctx context.Context, nch ssh.NewChannel) {
+	defer s.c.endSession(s)
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		s.log.Debug("accepting session channel", "err", err)
+		return
+	}
+	s.ch = ch
+	s.resize = make(chan scheduler.WindowSize, 1)
+	s.signals = make(chan string, signalBuffer)
+	s.setNoticeWriter(ch.Stderr(), "\n")
+	m := s.c.srv.metrics
+	m.sessionsActive.Inc()
+	defer m.sessionsActive.Dec()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := make(chan startReq, 1)
+	reqDone := make(chan struct{})
+	go func() {
+		defer close(reqDone)
+		defer cancel() // the client closed the channel
+		s.requests(reqs, start)
+	}()
+	defer func() {
+		ch.Close()
+		<-reqDone
+	}()
+
+	var st startReq
+	select {
+	case st = <-start:
+	case <-ctx.Done():
+		return
+	}
+	startedAt := time.Now()
+	s.lastActive.Store(startedAt.UnixNano())
+	if s.pty != nil {
+		s.setNoticeWriter(ch, "\r\n")
+	}
+	rec := sessionRecord{start: st, startedAt: startedAt, tty: s.pty != nil}
+	defer func() { s.auditLine(rec) }()
+
+	att, err := s.c.attach.wait(ctx, s.writeLine)
+	if err == nil && s.c.srv.isShuttingDown() {
+		err = scheduler.ErrShuttingDown
+	}
+	if err != nil {
+		rec.err = err
+		if ctx.Err() == nil {
+			s.writeLine(scheduler.UserMessage(err))
+			rec.status = scheduler.ExitStatus{Code: 1}
+			s.finish(rec.status)
+			s.c.failureWasShown()
+		}
+		return
+	}
+	rec.status, rec.cut, rec.err = s.run(ctx, att, st)
+	if rec.err != nil && rec.cut == "" && ctx.Err() == nil {
+		s.log.Warn("session failed", "err", rec.err)
+		s.writeLine(scheduler.UserMessage(rec.err))
+	}
+	s.finish(rec.status)
+}
+
+// run hands the process to the attachment with the idle and session-length
+// watcher running beside it.
+func (s *session) run(ctx context.Context, att scheduler.Attachment, st startReq) (scheduler.ExitStatus, string, error) {
+	settings := att.Settings()
+	p := scheduler.Process{
+		Kind:      st.kind,
+		Command:   st.command,
+		Subsystem: st.subsystem,
+		Env:       s.filterEnv(settings.AllowEnv),
+		Pty:       s.pty,
+		Stdin:     activityReader{r: s.ch, last: &s.lastActive},
+		Stdout:    activityWriter{w: s.ch, last: &s.lastActive},
+		Stderr:    activityWriter{w: s.ch.Stderr(), last: &s.lastActive},
+		Resize:    s.resize,
+		Signals:   s.signals,
+	}
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	var cut string
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		cut = s.watch(runCtx, settings, cancelRun)
+	}()
+	status, err := att.Run(runCtx, p)
+	cancelRun()
+	<-watchDone
+	if err != nil {
+		status = scheduler.ExitStatus{Code: 1}
+	}
+	return status, cut, err
+}
+
+// filterEnv keeps the variables the profile allows and logs the others by
+// name (never by value) for the operator.
+func (s *session) filterEnv(allow func(string) bool) map[string]string {
+	env := make(map[string]string, len(s.env))
+	var refused []string
+	for _, v := range s.env {
+		if allow != nil && allow(v.name) {
+			env[v.name] = v.value
+		} else {
+			refused = append(refused, v.name)
+		}
+	}
+	if len(refused) > 0 {
+		s.log.Info("refused environment variables", "names", refused)
+	}
+	return env
+}
+
+// finish sends the exit status after any pending server message, then EOF
+// and close. Output of the process has been written before Run returned.
+func (s *session) finish(status scheduler.ExitStatus) {
+	s.mu.Lock()
+	s.finished = true
+	s.mu.Unlock()
+	waitBounded(&s.notices, noticeGrace)
+	_, _ = s.ch.SendRequest("exit-status", false, exitStatusPayload(status.Code))
+	if status.Signal != "" {
+		_, _ = s.ch.SendRequest("exit-signal", false, exitSignalPayload(status.Signal))
+	}
+	_ = s.ch.CloseWrite()
+	_ = s.ch.Close()
+}
+
+func (s *session) setNoticeWriter(w io.Writer, nl string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noticeW, s.nl = w, nl
+}
+
+// writeLine writes a server message synchronously, for use on the session's
+// own goroutine before the process runs.
+func (s *session) writeLine(msg string) {
+	s.mu.Lock()
+	w, nl := s.noticeW, s.nl
+	s.mu.Unlock()
+	_, _ = io.WriteString(w, msg+nl)
+}
+
+// notify writes a server message without blocking the caller; on a
+// terminal it starts on a fresh line, since the process may be mid-line.
+func (s *session) notify(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finished || s.noticeW == nil {
+		return
+	}
+	w, line := s.noticeW, msg+s.nl
+	if s.nl == "\r\n" {
+		line = "\r\n" + line
+	}
+	s.notices.Go(func() { _, _ = io.WriteString(w, line) })
+}
+
+// requests handles the channel's requests until the client closes it.
+func (s *session) requests(reqs <-chan *ssh.Request, start chan<- startReq) {
+	started := false
+	for r := range reqs {
+		ok, st := s.request(r, started)
+		if r.WantReply {
+			_ = r.Reply(ok, nil)
+		}
+		if st != nil {
+			started = true
+			start <- *st
+		}
+	}
+}
+
+// request handles one channel request. It returns the reply and, for the
+// request that starts the session, what to start.
+func (s *session) request(r *ssh.Request, started bool) (bool, *startReq) {
+	switch r.Type {
+	case "pty-req":
+		pty, replaced, err := parsePtyReq(r.Payload)
+		if err != nil || started {
+			s.log.Info("refused pty-req", "err", err, "started", started)
+			return false, nil
+		}
+		if replaced {
+			s.log.Info("replaced invalid TERM", "term", "xterm")
+		}
+		s.pty = &pty
+		return true, nil
+	case "env":
+		name, value, err := parseEnv(r.Payload)
+		switch {
+		case err != nil:
+			s.log.Info("refused env request", "err", err)
+			return false, nil
+		case started || len(s.env) >= maxEnvVars:
+			s.log.Info("refused environment variable", "name", name, "started", started)
+			return false, nil
+		}
+		s.env = append(s.env, envVar{name, value})
+		return true, nil
+	case "shell", "exec", "subsystem":
+		if started {
+			s.log.Info("refused second start request", "type", r.Type)
+			return false, nil
+		}
+		st, err := parseStart(r.Type, r.Payload)
+		if err != nil {
+			s.log.Info("refused start request", "type", r.Type, "err", err)
+			return false, nil
+		}
+		return true, &st
+	case "window-change":
+		ws, err := parseWindowChange(r.Payload)
+		if err != nil {
+			s.log.Info("refused window-change", "err", err)
+			return false, nil
+		}
+		if !started {
+			if s.pty != nil {
+				s.pty.Size = ws
+			}
+			return true, nil
+		}
+		s.sendResize(ws)
+		return true, nil
+	case "signal":
+		sig, err := parseSignal(r.Payload)
+		if err != nil || !started {
+			s.log.Info("refused signal", "err", err, "started", started)
+			return false, nil
+		}
+		select {
+		case s.signals <- sig:
+		default:
+			s.log.Warn("dropped signal, backend not keeping up", "signal", sig)
+		}
+		return true, nil
+	case "x11-req", "auth-agent-req@openssh.com":
+		s.log.Info("refused forwarding request", "type", r.Type)
+		return false, nil
+	default:
+		s.log.Debug("refused channel request", "type", r.Type)
+		return false, nil
+	}
+}
+
+func parseStart(typ string, payload []byte) (startReq, error) {
+	switch typ {
+	case "exec":
+		cmd, err := parseExec(payload)
+		return startReq{kind: scheduler.KindExec, command: cmd}, err
+	case "subsystem":
+		name, err := parseSubsystem(payload)
+		return startReq{kind: scheduler.KindSubsystem, subsystem: name}, err
+	}
+	if len(payload) != 0 {
+		return startReq{}, fmt.Errorf("shell: %w", errMalformed)
+	}
+	return startReq{kind: scheduler.KindShell}, nil
+}
+
+// sendResize delivers ws without blocking, replacing a size the backend has
+// not picked up yet: only the latest size matters. The request loop is the
+// only sender, so the second send cannot fail.
+func (s *session) sendResize(ws scheduler.WindowSize) {
+	select {
+	case s.resize <- ws:
+		return
+	default:
+	}
+	select {
+	case <-s.resize:
+	default:
+	}
+	select {
+	case s.resize <- ws:
+	default:
+	}
+}
+
+// sessionRecord collects what the audit line reports.
+type sessionRecord struct {
+	start     startReq
+	startedAt time.Time
+	tty       bool
+	status    scheduler.ExitStatus
+	cut       string
+	err       error
+}
+
+func (s *session) auditLine(r sessionRecord) {
+	attrs := []any{
+		"conn_id", s.c.connID, "session", s.num, "user", s.c.id.User, "profile", s.c.id.Profile,
+		"remote", s.c.id.RemoteAddr, "kind", kindName(r.start.kind), "command", r.start.command, "subsystem", r.start.subsystem,
+		"tty", r.tty, "start", r.startedAt, "duration", time.Since(r.startedAt),
+		"exit_code", r.status.Code, "exit_signal", r.status.Signal,
+	}
+	if r.cut != "" {
+		attrs = append(attrs, "cut", r.cut)
+	}
+	if r.err != nil {
+		attrs = append(attrs, "error", r.err.Error())
+	}
+	s.c.srv.audit.Info("session", attrs...)
+}
+
+// activityReader and activityWriter record when bytes last moved, for the
+// idle timeout, without adding any buffering.
+type activityReader struct {
+	r    io.Reader
+	last *atomic.Int64
+}
+
+func (a activityReader) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 {
+		a.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+type activityWriter struct {
+	w    io.Writer
+	last *atomic.Int64
+}
+
+func (a activityWriter) Write(p []byte) (int, error) {
+	n, err := a.w.Write(p)
+	if n > 0 {
+		a.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// waitBounded waits for wg, but at most d.
+func waitBounded(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+func kindName(k scheduler.Kind) string {
+	switch k {
+	case scheduler.KindShell:
+		return "shell"
+	case scheduler.KindExec:
+		return "exec"
+	case scheduler.KindSubsystem:
+		return "subsystem"
+	}
+	return "unknown"
+}
