@@ -78,7 +78,8 @@ current-context: podgate-local
 
 // containerdConfig holds the settings the notes call not optional on these
 // machines: restrict_oom_score_adj (no CAP_SYS_RESOURCE), netns mounts under
-// the state dir, cgroupfs, and a local pause image.
+// the state dir, cgroupfs, and a local pause image. runc's state goes under
+// the state directory too, so that teardown leaves nothing in /run.
 func (o Options) containerdConfig() string {
 	return fmt.Sprintf(`version = 2
 root = %q
@@ -99,11 +100,12 @@ state = %q
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = %q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %q
 `, o.path("containerd", "root"), o.path("containerd", "state"), o.containerdSocket(),
-		PauseImage, o.path("cni", "net.d"))
+		PauseImage, o.path("runc"), o.path("cni", "net.d"))
 }
 
 func (o Options) containerdSocket() string { return o.path("containerd", "containerd.sock") }
