@@ -19,6 +19,10 @@ build:
 bin/localcluster: $(shell find cmd/localcluster kube/localcluster -name '*.go' 2>/dev/null)
 	$(GO) build -o $@ ./cmd/localcluster
 
+## run: podgate on the local cluster (brought up if needed) in demo auth mode; prints the ssh line
+run: build
+	./hack/run.sh
+
 ## deps: install the Debian packages the tests use (ssh, sftp, tmux)
 deps:
 	./hack/deps.sh
@@ -39,14 +43,18 @@ cluster-status: bin/localcluster
 cluster-check: bin/localcluster
 	./hack/cluster-check.sh
 
-## test: lint, unit tests, then every integration/e2e test on a real cluster (local, or KUBECONFIG)
-test: deps lint bin/localcluster
+## test: lint, rule tests, unit tests, then every integration/e2e test on a real cluster (local, or KUBECONFIG)
+test: deps lint rules-test bin/localcluster
 	@if [ -z "$$KUBECONFIG" ] && ! $(LC) status | grep -q '^cluster: running'; then ./hack/cluster-check.sh; fi
 	./hack/with-cluster.sh $(GO) test -race -count=1 -timeout 30m ./...
 
 ## test-unit: the tests that need no cluster (the others skip)
 test-unit:
 	PODGATE_TEST_NO_CLUSTER=1 $(GO) test -race -count=1 ./...
+
+## rules-test: promtool check/test of the Prometheus rules (builds promtool from the Go module proxy once)
+rules-test:
+	./deploy/prometheus/test.sh
 
 ## lint: gofmt, go vet and staticcheck
 lint: fmt vet staticcheck

@@ -1,8 +1,8 @@
 package sshfront
 
 import (
-	"errors"
 	"fmt"
+	"github.com/podgate/podgate/scheduler"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,11 +31,6 @@ const (
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "podgate_phase_duration_seconds",
-			Help:    "Duration of each phase between connection accept and the user's command running.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"phase"}),
 		authAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podgate_auth_attempts_total",
 			Help: "SSH authentication attempts by method and result (success, failure, throttled).",
@@ -53,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "SSH session channels currently open.",
 		}),
 	}
-	phase, err := registerOrReuse(reg, m.phase)
+	phase, err := scheduler.PhaseHistogram(reg)
 	if err != nil {
 		return nil, err
 	}
@@ -64,20 +59,4 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
-}
-
-// registerOrReuse registers a metric that another component may already
-// have registered, returning whichever instance is live.
-func registerOrReuse(reg prometheus.Registerer, h *prometheus.HistogramVec) (*prometheus.HistogramVec, error) {
-	err := reg.Register(h)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(*prometheus.HistogramVec); ok {
-			return existing, nil
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("registering podgate_phase_duration_seconds: %w", err)
-	}
-	return h, nil
 }

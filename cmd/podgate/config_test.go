@@ -115,7 +115,7 @@ func TestLoadConfigBadValues(t *testing.T) {
 		{"dns label", "PODGATE_NAMESPACE=Guests", "PODGATE_NAMESPACE", "not a DNS label"},
 		{"unknown", "PODGATE_POOLMIN=3", "PODGATE_POOLMIN", "unknown variable"},
 		{"cross", "PODGATE_POOL_MIN=20", "PODGATE_POOL_MIN", "more than PODGATE_POOL_MAX (10)"},
-		{"demo guard", "PODGATE_AUTH_MODE=demo", "PODGATE_AUTH_MODE", "PODGATE_DEMO_INSECURE=true"},
+		{"demo guard", "PODGATE_AUTH_MODE=demo\x00PODGATE_LISTEN=0.0.0.0:2222", "PODGATE_AUTH_MODE", "PODGATE_DEMO_INSECURE=true"},
 		{"webhook url", "PODGATE_AUTH_MODE=webhook", "PODGATE_AUTH_WEBHOOK_URL", "not an http(s) URL"},
 		{"env pattern", "PODGATE_ENV_ALLOW=LANG,A-B", "PODGATE_ENV_ALLOW", `"A-B" is not a variable name`},
 		{"audit dir", "PODGATE_AUDIT_LOG=" + filepath.Join(dir, "no", "audit.log"), "PODGATE_AUDIT_LOG", "no such file or directory"},
@@ -123,9 +123,18 @@ func TestLoadConfigBadValues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind, func(t *testing.T) {
-			_, err := LoadConfig(append(validEnv(t), tt.set))
+			_, err := LoadConfig(append(validEnv(t), strings.Split(tt.set, "\x00")...))
 			wantProblem(t, err, tt.wantVar, tt.wantText)
 		})
+	}
+}
+
+func TestLoadConfigDemoOnLoopback(t *testing.T) {
+	if _, err := LoadConfig(append(validEnv(t), "PODGATE_AUTH_MODE=demo", "PODGATE_LISTEN=127.0.0.1:2222")); err != nil {
+		t.Errorf("demo mode on loopback: %v", err)
+	}
+	if _, err := LoadConfig(append(validEnv(t), "PODGATE_AUTH_MODE=demo", "PODGATE_LISTEN=:2222", "PODGATE_DEMO_INSECURE=true")); err != nil {
+		t.Errorf("demo mode insisted on every interface: %v", err)
 	}
 }
 

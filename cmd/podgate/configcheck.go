@@ -147,8 +147,10 @@ func crossCheck(c *Config, vars []envVar, rawOf func(*envVar) string) []error {
 			bad(&c.Auth.WebhookURL, "not an http(s) URL, which webhook mode needs", "e.g. https://auth.example/podgate")
 		}
 	case AuthDemo:
-		if !c.Auth.DemoInsecure {
-			bad(&c.Auth.Mode, "lets anyone log in, so it also needs PODGATE_DEMO_INSECURE=true", "keys or webhook for real use")
+		// Demo mode is for `make run` on loopback; anywhere else the
+		// operator must insist.
+		if !c.Auth.DemoInsecure && !loopbackListen(c.SSH.Listen) {
+			bad(&c.Auth.Mode, "lets anyone log in, so on the non-loopback address "+c.SSH.Listen+" it also needs PODGATE_DEMO_INSECURE=true", "keys or webhook for real use, or a loopback PODGATE_LISTEN")
 		}
 	}
 	if (c.Auth.WebhookCertFile == "") != (c.Auth.WebhookKeyFile == "") {
@@ -208,4 +210,18 @@ func fieldVars(c *Config, vars []envVar) func(field any) *envVar {
 		p := reflect.ValueOf(field)
 		return m[key{p.Pointer(), p.Type()}]
 	}
+}
+
+// loopbackListen reports whether a host:port listen address binds loopback
+// only ("localhost", 127.0.0.0/8 or ::1; an empty host means every interface).
+func loopbackListen(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+
+	"github.com/podgate/podgate/kube"
+	"github.com/podgate/podgate/kube/kubemetrics"
+	"github.com/podgate/podgate/pool"
+	"github.com/podgate/podgate/pool/profile"
+	"github.com/podgate/podgate/scheduler"
+	"github.com/podgate/podgate/sshfront"
+	"github.com/podgate/podgate/sshfront/auth"
+)
+
+// app is podgate's wired components.
+type app struct {
+	replica   string
+	health    *Health
+	ssh       *sshfront.Server
+	factories []informers.SharedInformerFactory
+	synced    []cache.InformerSynced
+	store     *profile.Store
+	pool      *pool.Pool
+	sched     *scheduler.Scheduler
+}
+
+// wire builds every component from cfg, with one shared client (and so one
+// rate limiter) for the whole process. It touches the cluster only to load
+// the host key from its Secret, when one is configured.
+func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error) {
+	reg := prometheus.NewRegistry()
+	if err := kubemetrics.Install(reg); err != nil {
+		return nil, fmt.Errorf("installing client-go metrics: %w", err)
+	}
+	restCfg, err := kube.RESTConfig(kube.ClientConfig{
+		Kubeconfig: cfg.Kube.Kubeconfig, Context: cfg.Kube.Context, Host: cfg.Kube.Host,
+		Token: cfg.Kube.Token, TokenFile: cfg.Kube.TokenFile, CAFile: cfg.Kube.CAFile,
+		CertFile: cfg.Kube.CertFile, KeyFile: cfg.Kube.KeyFile,
+		QPS: cfg.Kube.QPS, Burst: cfg.Kube.Burst,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configuring the kubernetes client: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating the kubernetes client: %w", err)
+	}
+	ns := cfg.Kube.Namespace
+	a := &app{replica: replicaID(cfg.Pool.ReplicaID)}
+
+	// One factory per label selector: each informer lists and watches only
+	// podgate's own objects in the guest namespace.
+	scoped := func(selector string) informers.SharedInformerFactory {
+		f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+		a.factories = append(a.factories, f)
+		return f
+	}
+	podInf := scoped(pool.ManagedSelector).Core().V1().Pods().Informer()
+	leaseInf := scoped(pool.ReplicaSelector).Coordination().V1().Leases().Informer()
+	tmplInf := scoped(profile.LabelProfile).Core().V1().PodTemplates().Informer()
+	a.synced = []cache.InformerSynced{podInf.HasSynced, leaseInf.HasSynced, tmplInf.HasSynced}
+
+	sftp := cfg.Profile.SFTPPath
+	if sftp == SFTPNone {
+		sftp = "-"
+	}
+	def, err := profile.FromConfig(profile.DefaultProfileConfig{
+		Image: cfg.Profile.Image, IdleCommand: cfg.Profile.IdleCommand,
+		PoolMin: cfg.Profile.PoolMin, PoolMax: cfg.Profile.PoolMax, Mode: cfg.Profile.Mode,
+		Shell: cfg.Profile.Shell, ExecWrapper: cfg.Profile.ExecWrapper, SFTPServer: sftp,
+		EnvAllow: cfg.Profile.EnvAllow, PortForwarding: cfg.Profile.PortForwarding,
+		IdleTimeout: cfg.Profile.IdleTimeout, MaxSession: cfg.Profile.MaxSession,
+		MaxWait: cfg.Profile.MaxWait, ReconnectWindow: cfg.Profile.ReconnectWindow,
+		MaxPerUser: cfg.Limits.MaxPodsPerUser,
+		CPURequest: cfg.Limits.CPURequest.String(), CPULimit: cfg.Limits.CPULimit.String(),
+		MemRequest: cfg.Limits.MemoryRequest.String(), MemLimit: cfg.Limits.MemoryLimit.String(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if a.store, err = profile.NewStore(def, tmplInf, log); err != nil {
+		return nil, err
+	}
+	execer, err := kube.NewExecutor(restCfg, cs.CoreV1(), log)
+	if err != nil {
+		return nil, err
+	}
+	clk := clock.RealClock{}
+	a.pool, err = pool.New(cs, podInf, leaseInf, a.store, execer, clk, log, reg, pool.Options{
+		Namespace: ns, ReplicaID: a.replica,
+		LivenessLeaseDuration: cfg.Pool.LeaseDuration, LeaderLeaseDuration: cfg.Pool.LeaseDuration,
+		ReadyTimeout: cfg.Pool.ReadyTimeout, MaxIdleAge: cfg.Pool.MaxIdleAge,
+		MaxConcurrentCreates: cfg.Pool.MaxCreating,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if a.sched, err = scheduler.New(a.pool, execer, clk, log, reg, scheduler.Options{}); err != nil {
+		return nil, err
+	}
+
+	var keyStore sshfront.KeyStore
+	switch {
+	case cfg.SSH.HostKeySecret != "":
+		keyStore = kube.NewSecretKeyStore(cs.CoreV1(), cfg.SSH.HostKeyNamespace, cfg.SSH.HostKeySecret, log)
+	case cfg.SSH.HostKeyPath != "":
+		keyStore = sshfront.FileKeyStore{Path: cfg.SSH.HostKeyPath}
+	}
+	hostKeys, err := sshfront.LoadHostKeys(ctx, cfg.SSH.HostKeyFiles, keyStore, log)
+	if err != nil {
+		return nil, fmt.Errorf("loading host keys: %w", err)
+	}
+	authn, err := authenticators(cfg.Auth, log)
+	if err != nil {
+		return nil, err
+	}
+	a.ssh, err = sshfront.New(sshfront.Config{
+		HostKeys: hostKeys, HandshakeTimeout: cfg.SSH.HandshakeTimeout, MaxAuthTries: cfg.SSH.MaxAuthTries,
+		MaxPreAuth: cfg.SSH.MaxPreauth, MaxConnections: cfg.SSH.MaxConnections,
+		MaxConnectionsPerIP: cfg.SSH.MaxConnectionsPerIP, MaxConnectionsPerUser: cfg.SSH.MaxConnectionsPerUser,
+		KeepaliveInterval: keepalive(cfg.SSH), KeepaliveMaxMissed: cfg.SSH.KeepaliveCount,
+		Throttle: auth.ThrottleConfig{MaxFailures: cfg.Auth.ThrottleFailures, Window: cfg.Auth.ThrottleWindow},
+		Demo:     cfg.Auth.Mode == AuthDemo, DemoInsecure: cfg.Auth.DemoInsecure,
+	}, a.sched, authn, log, audit, reg)
+	if err != nil {
+		return nil, err
+	}
+
+	if a.health, err = NewHealth(cfg.Ops.MetricsAddr, reg, log); err != nil {
+		return nil, err
+	}
+	a.health.AddReadinessCheck("informers", func(context.Context) error {
+		for _, s := range a.synced {
+			if !s() {
+				return errors.New("informers not synced")
+			}
+		}
+		return nil
+	})
+	a.health.AddReadinessCheck("api", func(ctx context.Context) error {
+		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	})
+	return a, nil
+}
+
+// start runs the informers and the long-lived components until ctx ends.
+func (a *app) start(ctx context.Context) error {
+	for _, f := range a.factories {
+		f.Start(ctx.Done())
+	}
+	defer func() {
+		for _, f := range a.factories {
+			f.Shutdown()
+		}
+	}()
+	errc := make(chan error, 3)
+	go func() { errc <- a.store.Run(ctx) }()
+	go func() { errc <- a.pool.Run(ctx) }()
+	go func() { errc <- a.sched.Run(ctx) }()
+	var errs []error
+	for range 3 {
+		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// waitSynced blocks until every informer's cache is synced.
+func (a *app) waitSynced(ctx context.Context) error {
+	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
+		return fmt.Errorf("waiting for informer caches: %w", ctx.Err())
+	}
+	return nil
+}
+
+func authenticators(c AuthConfig, log *slog.Logger) (sshfront.Authenticators, error) {
+	switch c.Mode {
+	case AuthDemo:
+		// sshfront's Demo setting accepts everyone itself.
+		return sshfront.Authenticators{}, nil
+	case AuthWebhook:
+		w, err := auth.NewWebhook(auth.WebhookConfig{
+			URL: c.WebhookURL, Timeout: c.WebhookTimeout, Retries: c.WebhookRetries,
+			CAFile: c.WebhookCAFile, CertFile: c.WebhookCertFile, KeyFile: c.WebhookKeyFile,
+		}, log)
+		if err != nil {
+			return sshfront.Authenticators{}, err
+		}
+		return sshfront.Authenticators{PublicKey: w, Password: w}, nil
+	default:
+		var k *auth.Keys
+		var err error
+		if fi, serr := os.Stat(c.AuthorizedKeys); serr == nil && fi.IsDir() {
+			k, err = auth.NewKeysDir(c.AuthorizedKeys, log)
+		} else {
+			k, err = auth.NewKeysFile(c.AuthorizedKeys, log)
+		}
+		if err != nil {
+			return sshfront.Authenticators{}, fmt.Errorf("loading authorized keys: %w", err)
+		}
+		return sshfront.Authenticators{PublicKey: k}, nil
+	}
+}
+
+// keepalive maps "0s disables" to sshfront's negative interval.
+func keepalive(c SSHConfig) time.Duration {
+	if c.KeepaliveInterval == 0 {
+		return -1
+	}
+	return c.KeepaliveInterval
+}
+
+// replicaID is the configured id, or the host name (the pod name in
+// Kubernetes) made into a valid label value.
+func replicaID(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "podgate"
+	}
+	h = strings.ToLower(h)
+	if len(h) > 63 {
+		h = h[:63]
+	}
+	return strings.Trim(h, "-.")
+}

@@ -1,0 +1,117 @@
+package kube
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/scheduler"
+)
+
+// The benchmarks measure what a user waits for between asking for a command
+// and its start, on the real cluster: a fresh exec (API server, kubelet and
+// runtime round trips) against a Run on a stream prepared beforehand (one
+// write). Run them with -benchmem and compare ns/op.
+
+func BenchmarkExecFresh(b *testing.B) {
+	env := kubetest.New(b)
+	e := newTestExecutor(b, env)
+	pod := startPods(b, env, busyboxPod())[0]
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		st, err := e.Exec(ctx, pod, scheduler.Command{Argv: []string{"true"}})
+		if err != nil || st.Code != 0 {
+			b.Fatalf("Exec: %+v, %v", st, err)
+		}
+	}
+}
+
+func BenchmarkPreparedRun(b *testing.B) {
+	env := kubetest.New(b)
+	e := newTestExecutor(b, env)
+	pod := startPods(b, env, busyboxPod())[0]
+	ctx := context.Background()
+	b.ReportAllocs()
+	for range b.N {
+		b.StopTimer()
+		p, err := e.Prepare(ctx, pod, false)
+		if err != nil {
+			b.Fatalf("Prepare: %v", err)
+		}
+		b.StartTimer()
+		st, err := p.Run(ctx, scheduler.Command{Argv: []string{"true"}})
+		if err != nil || st.Code != 0 {
+			b.Fatalf("Run: %+v, %v", st, err)
+		}
+	}
+}
+
+// The FirstByte benchmarks measure what attach latency is made of: the time
+// until the command's first output byte reaches podgate, which is when the
+// user's command is known to run. The command's exit and the stream's
+// teardown are left out of the timer.
+
+func BenchmarkExecFreshFirstByte(b *testing.B) {
+	env := kubetest.New(b)
+	e := newTestExecutor(b, env)
+	pod := startPods(b, env, busyboxPod())[0]
+	benchFirstByte(b, func(ctx context.Context, cmd scheduler.Command) (scheduler.ExitStatus, error) {
+		return e.Exec(ctx, pod, cmd)
+	}, nil)
+}
+
+func BenchmarkPreparedFirstByte(b *testing.B) {
+	env := kubetest.New(b)
+	e := newTestExecutor(b, env)
+	pod := startPods(b, env, busyboxPod())[0]
+	var p scheduler.Prepared
+	benchFirstByte(b, func(ctx context.Context, cmd scheduler.Command) (scheduler.ExitStatus, error) {
+		return p.Run(ctx, cmd)
+	}, func() {
+		var err error
+		if p, err = e.Prepare(context.Background(), pod, false); err != nil {
+			b.Fatalf("Prepare: %v", err)
+		}
+	})
+}
+
+// benchFirstByte times run from its call to the command's first output
+// byte; setup runs before each iteration, outside the timer.
+func benchFirstByte(b *testing.B, run func(context.Context, scheduler.Command) (scheduler.ExitStatus, error), setup func()) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	for range b.N {
+		b.StopTimer()
+		if setup != nil {
+			setup()
+		}
+		first := &firstByte{seen: make(chan struct{})}
+		b.StartTimer()
+		done := runAsync(func() (scheduler.ExitStatus, error) {
+			return run(ctx, scheduler.Command{Argv: []string{"echo", "x"}, Stdout: first})
+		})
+		select {
+		case <-first.seen:
+		case r := <-done:
+			b.Fatalf("command ended without output: %+v, %v", r.status, r.err)
+		}
+		b.StopTimer()
+		if r := <-done; r.err != nil || r.status.Code != 0 {
+			b.Fatalf("command: %+v, %v", r.status, r.err)
+		}
+		b.StartTimer()
+	}
+}
+
+// firstByte closes seen at the first write.
+type firstByte struct {
+	once sync.Once
+	seen chan struct{}
+}
+
+func (f *firstByte) Write(p []byte) (int, error) {
+	f.once.Do(func() { close(f.seen) })
+	return len(p), nil
+}
