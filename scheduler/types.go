@@ -28,6 +28,9 @@ type Identity struct {
 	ConnID string
 	// KeyFingerprint is the SHA256 fingerprint of the public key used, if any.
 	KeyFingerprint string
+	// AcceptedAt is when the TCP connection was accepted; attach latency is
+	// measured from it.
+	AcceptedAt time.Time
 }
 
 // Key is the identity the reconnect window and per-user limits use.

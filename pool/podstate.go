@@ -1,0 +1,173 @@
+package pool
+
+import (
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Labels and annotations on managed pods. Labels are what selectors and the
+// informer use; who a pod belongs to goes in annotations too, because user
+// names and addresses may hold characters labels forbid.
+const (
+	LabelManaged = "podgate.io/managed"
+	LabelProfile = "podgate.io/profile"
+	LabelState   = "podgate.io/state"
+	LabelHash    = "podgate.io/template-hash"
+	LabelOwner   = "podgate.io/owner"
+	LabelSession = "podgate.io/session"
+
+	AnnUser       = "podgate.io/user"
+	AnnRemoteAddr = "podgate.io/remote-addr"
+	AnnClaimedAt  = "podgate.io/claimed-at"
+	AnnConnID     = "podgate.io/conn"
+	// AnnCold marks a pod created claimed for a waiting user: a pool miss.
+	AnnCold = "podgate.io/cold"
+
+	// LabelReplica marks the liveness Leases of podgate replicas.
+	LabelReplica = "podgate.io/replica"
+)
+
+// Pod states in the podgate.io/state label.
+const (
+	StateIdle     = "idle"
+	StateClaimed  = "claimed"
+	StateReleased = "released"
+)
+
+// ManagedSelector selects the pods a pool owns; cmd scopes the pod informer
+// with it.
+const ManagedSelector = LabelManaged + "=true"
+
+// ReplicaSelector selects replica liveness Leases; cmd scopes the Lease
+// informer with it.
+const ReplicaSelector = LabelReplica + "=true"
+
+// LeaderLeaseName is the coordination Lease whose holder replenishes and
+// reaps.
+const LeaderLeaseName = "podgate-pool-leader"
+
+// livenessLeaseName names a replica's own liveness Lease.
+func livenessLeaseName(replica string) string { return "podgate-replica-" + replica }
+
+// podReady reports whether the pod's Ready condition is true and the pod is
+// not being deleted.
+func podReady(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// failure is why a pod cannot start: Reason is a short CamelCase word for
+// metrics and logs; UserText is a safe sentence for an SSH user.
+type failure struct {
+	Reason   string
+	UserText string
+}
+
+// Failure reasons, also the values of podgate_pod_create_failures_total's
+// reason label.
+const (
+	ReasonImagePull        = "ImagePull"
+	ReasonCrash            = "Crash"
+	ReasonConfig           = "ContainerConfig"
+	ReasonUnschedulable    = "Unschedulable"
+	ReasonReadinessTimeout = "ReadinessTimeout"
+	ReasonCreate           = "CreateError"
+)
+
+var (
+	failImagePull     = failure{ReasonImagePull, "the image for this environment cannot be pulled"}
+	failCrash         = failure{ReasonCrash, "this environment's container exits at start"}
+	failConfig        = failure{ReasonConfig, "this environment's container cannot be created"}
+	failUnschedulable = failure{ReasonUnschedulable, "no node has room for this environment"}
+	failTimeout       = failure{ReasonReadinessTimeout, "this environment does not become ready"}
+	failCreate        = failure{ReasonCreate, "this environment's pods are rejected by the cluster"}
+)
+
+// podFailure classifies a pod that will never become Ready on its own. It
+// looks only at the pod's status, so every replica reaches the same verdict
+// from its informer cache.
+func podFailure(p *corev1.Pod) (failure, bool) {
+	if p.DeletionTimestamp != nil {
+		// A pod being deleted ends for that reason, not its own.
+		return failure{}, false
+	}
+	if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+		return failCrash, true
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			return failUnschedulable, true
+		}
+	}
+	statuses := append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...)
+	for _, cs := range statuses {
+		if t := cs.State.Terminated; t != nil && p.Spec.RestartPolicy == corev1.RestartPolicyNever && t.ExitCode != 0 {
+			return failCrash, true
+		}
+		w := cs.State.Waiting
+		if w == nil {
+			continue
+		}
+		switch w.Reason {
+		case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable":
+			return failImagePull, true
+		case "CrashLoopBackOff":
+			return failCrash, true
+		case "CreateContainerConfigError", "CreateContainerError", "RunContainerError":
+			return failConfig, true
+		}
+	}
+	return failure{}, false
+}
+
+// waitPhase describes a starting pod in a few safe words for progress
+// messages.
+func waitPhase(p *corev1.Pod) string {
+	if p.Spec.NodeName == "" {
+		return "scheduling"
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil && w.Reason == "ContainerCreating" {
+			return "starting container"
+		}
+		if cs.State.Running != nil {
+			return "waiting for readiness"
+		}
+	}
+	return "starting"
+}
+
+// labelValue makes s safe as a label value: at most 63 characters of
+// [A-Za-z0-9-_.], beginning and ending with an alphanumeric.
+func labelValue(s string) string {
+	b := []byte(s)
+	out := b[:0:0]
+	for _, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+			out = append(out, c)
+		default:
+			out = append(out, '_')
+		}
+	}
+	if len(out) > 63 {
+		out = out[:63]
+	}
+	return strings.Trim(string(out), "-_.")
+}
+
+// claimedAt reads the claim time annotation; ok is false when it is absent
+// or malformed.
+func claimedAt(p *corev1.Pod) (time.Time, bool) {
+	t, err := time.Parse(time.RFC3339Nano, p.Annotations[AnnClaimedAt])
+	return t, err == nil
+}

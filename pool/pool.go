@@ -1,0 +1,429 @@
+// Package pool keeps warm pods for every profile and hands them out. It is
+// domain logic fed by informers: one label-scoped pod informer shows every
+// managed pod, claims are optimistic-concurrency PATCHes (one API write on
+// the warm path), and only the replica holding the podgate-pool-leader Lease
+// creates idle pods and reaps orphans, so several replicas never overshoot.
+// Every replica renews a liveness Lease of its own; the leader deletes the
+// claimed pods of replicas whose Lease expired, never those of a live one.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+
+	"github.com/podgate/podgate/pool/profile"
+	"github.com/podgate/podgate/scheduler"
+)
+
+// Profiles is the subset of profile.Store the pool uses.
+type Profiles interface {
+	Get(name string) (profile.Entry, bool)
+	Valid() []*profile.Profile
+	Changed() <-chan struct{}
+	HasSynced() bool
+}
+
+var _ Profiles = (*profile.Store)(nil)
+
+// Preparer opens exec streams ahead of time; it is the subset of
+// scheduler.Execer the pool uses. It may be nil to disable prepared streams.
+type Preparer interface {
+	Prepare(ctx context.Context, pod scheduler.PodRef, tty bool) (scheduler.Prepared, error)
+}
+
+var _ Preparer = scheduler.Execer(nil)
+
+// Options tune a Pool. Zero values take the defaults noted.
+type Options struct {
+	// Namespace is the guest namespace; required.
+	Namespace string
+	// ReplicaID identifies this replica in owner labels and Leases;
+	// required, a DNS-1123 label.
+	ReplicaID string
+
+	LeaderLeaseDuration time.Duration // default 15s
+	LeaderRenewDeadline time.Duration // default 10s
+	LeaderRetryPeriod   time.Duration // default 2s
+	// LivenessLeaseDuration is how long a replica counts as alive after
+	// its last renewal (default 15s); it renews every LivenessRenew
+	// (default a third of it).
+	LivenessLeaseDuration time.Duration
+	LivenessRenew         time.Duration
+
+	ReadyTimeout         time.Duration // not Ready by then: deleted (default 2m)
+	MaxIdleAge           time.Duration // idle pods older are replaced (default 24h)
+	MaxConcurrentCreates int           // default 10
+	PrepareConcurrency   int           // default 4
+	BackoffBase          time.Duration // default 2s
+	BackoffMax           time.Duration // default 2m
+	ShrinkAfter          time.Duration // default 10m; see sizer
+	Resync               time.Duration // time-based checks, default 1s
+}
+
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.LeaderLeaseDuration, 15*time.Second)
+	def(&o.LeaderRenewDeadline, 10*time.Second)
+	def(&o.LeaderRetryPeriod, 2*time.Second)
+	def(&o.LivenessLeaseDuration, 15*time.Second)
+	def(&o.LivenessRenew, o.LivenessLeaseDuration/3)
+	def(&o.ReadyTimeout, 2*time.Minute)
+	def(&o.MaxIdleAge, 24*time.Hour)
+	def(&o.BackoffBase, 2*time.Second)
+	def(&o.BackoffMax, 2*time.Minute)
+	def(&o.ShrinkAfter, 10*time.Minute)
+	def(&o.Resync, time.Second)
+	if o.MaxConcurrentCreates <= 0 {
+		o.MaxConcurrentCreates = 10
+	}
+	if o.PrepareConcurrency <= 0 {
+		o.PrepareConcurrency = 4
+	}
+}
+
+// Index names on the pod informer.
+const (
+	indexProfile   = "podgate-profile"
+	indexIdleReady = "podgate-idle-ready"
+)
+
+// Pool implements scheduler.Pools over one guest namespace.
+type Pool struct {
+	client   kubernetes.Interface
+	pods     cache.SharedIndexInformer
+	leases   cache.SharedIndexInformer
+	profiles Profiles
+	execer   Preparer
+	clock    clock.WithTicker
+	log      *slog.Logger
+	metrics  *metrics
+	opts     Options
+
+	// ready is closed once caches are synced and the liveness Lease exists;
+	// claims wait for it.
+	ready chan struct{}
+	// wake asks the sync loop for a pass; it holds at most one token.
+	wake chan struct{}
+	// prepQueue holds names of idle pods to prepare streams for.
+	prepQueue *workqueue.Typed[string]
+	// bg tracks goroutines that outlive a call (creations, deletes).
+	bg sync.WaitGroup
+
+	// mu protects the following. It is never held during API calls.
+	mu sync.Mutex
+	// leadCtx is the current leadership term's context, nil when another
+	// replica leads; creations and deletes by the leader use it.
+	leadCtx context.Context
+	// deleting holds pods the leader asked to delete, until they leave the
+	// cache, so that repeated passes do not repeat the call.
+	deleting map[string]struct{}
+	// taken holds pods this replica is claiming or has claimed, until the
+	// informer shows them no longer idle, so local claimers never race
+	// each other for one pod.
+	taken map[string]struct{}
+	// pending counts, per profile, idle pods being created (or created
+	// but not yet in the cache), keyed by pod name once known.
+	pending map[string]map[string]time.Time
+	// creating counts in-flight create calls per profile.
+	creating map[string]int
+	// waiters wake cold-pod waiters when their pod changes.
+	waiters map[string]chan struct{}
+	// prepared holds streams opened for idle pods, by pod name.
+	prepared map[string]*streams
+	health   map[string]*health
+	sizers   map[string]*sizer
+	// failedUIDs and coldUIDs remember pods already counted as a failure
+	// or a miss.
+	failedUIDs map[string]struct{}
+	coldUIDs   map[types.UID]struct{}
+}
+
+var _ scheduler.Pools = (*Pool)(nil)
+
+// streams are the prepared exec streams of one idle pod.
+type streams struct {
+	uid        string
+	tty, plain scheduler.Prepared
+}
+
+func (s *streams) close() {
+	if s.tty != nil {
+		_ = s.tty.Close()
+	}
+	if s.plain != nil {
+		_ = s.plain.Close()
+	}
+}
+
+// New returns a pool. pods must be an informer over pods in opts.Namespace
+// selected by ManagedSelector, leases one over Leases selected by
+// ReplicaSelector; both from a factory cmd starts, and New must be called
+// before the factory starts because it adds indexes. execer may be nil.
+func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, profiles Profiles,
+	execer Preparer, clk clock.WithTicker, log *slog.Logger, reg prometheus.Registerer, opts Options,
+) (*Pool, error) {
+	if opts.Namespace == "" || opts.ReplicaID == "" {
+		return nil, errors.New("creating pool: namespace and replica id are required")
+	}
+	if labelValue(opts.ReplicaID) != opts.ReplicaID {
+		return nil, fmt.Errorf("creating pool: replica id %q is not a valid label value", opts.ReplicaID)
+	}
+	opts.setDefaults()
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("creating pool: %w", err)
+	}
+	p := &Pool{
+		client: client, pods: pods, leases: leases, profiles: profiles, execer: execer,
+		clock: clk, log: log, metrics: m, opts: opts,
+		ready:      make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+		prepQueue:  workqueue.NewTyped[string](),
+		taken:      map[string]struct{}{},
+		pending:    map[string]map[string]time.Time{},
+		creating:   map[string]int{},
+		waiters:    map[string]chan struct{}{},
+		deleting:   map[string]struct{}{},
+		prepared:   map[string]*streams{},
+		health:     map[string]*health{},
+		sizers:     map[string]*sizer{},
+		failedUIDs: map[string]struct{}{},
+		coldUIDs:   map[types.UID]struct{}{},
+	}
+	if err := pods.AddIndexers(cache.Indexers{
+		indexProfile:   indexByProfile,
+		indexIdleReady: indexByIdleReady,
+	}); err != nil {
+		return nil, fmt.Errorf("creating pool: adding pod indexes: %w", err)
+	}
+	if _, err := pods.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+		AddFunc:    func(o any, initial bool) { p.onPod(podOf(o), !initial) },
+		UpdateFunc: func(_, o any) { p.onPod(podOf(o), true) },
+		DeleteFunc: func(o any) { p.onPodDeleted(o) },
+	}); err != nil {
+		return nil, fmt.Errorf("creating pool: watching pods: %w", err)
+	}
+	return p, nil
+}
+
+func indexByProfile(o any) ([]string, error) {
+	pod, ok := o.(*corev1.Pod)
+	if !ok {
+		return nil, nil
+	}
+	return []string{pod.Labels[LabelProfile]}, nil
+}
+
+func indexByIdleReady(o any) ([]string, error) {
+	pod, ok := o.(*corev1.Pod)
+	if !ok || pod.Labels[LabelState] != StateIdle || !podReady(pod) {
+		return nil, nil
+	}
+	return []string{pod.Labels[LabelProfile]}, nil
+}
+
+func podOf(o any) *corev1.Pod {
+	pod, _ := o.(*corev1.Pod)
+	return pod
+}
+
+// Run runs the pool until ctx ends: it waits for the caches, keeps the
+// liveness Lease, takes part in leader election, and prepares streams. It
+// returns after every goroutine it started has finished.
+func (p *Pool) Run(ctx context.Context) error {
+	if !cache.WaitForCacheSync(ctx.Done(), p.pods.HasSynced, p.leases.HasSynced, p.profiles.HasSynced) {
+		return fmt.Errorf("waiting for pool caches: %w", ctx.Err())
+	}
+	lease, err := p.renewLiveness(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("creating liveness lease: %w", err)
+	}
+	close(p.ready)
+	p.log.Info("pool ready", "replica", p.opts.ReplicaID, "namespace", p.opts.Namespace)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.keepLiveness(gctx, lease) })
+	g.Go(func() error { return p.elect(gctx) })
+	g.Go(func() error { return p.syncLoop(gctx) })
+	if p.execer != nil {
+		for range p.opts.PrepareConcurrency {
+			g.Go(func() error { p.prepareWorker(gctx); return nil })
+		}
+		g.Go(func() error { <-gctx.Done(); p.prepQueue.ShutDown(); return nil })
+	}
+	err = g.Wait()
+	p.bg.Wait()
+	p.closeAllStreams()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// waitReady blocks until Run has the caches and the liveness Lease.
+func (p *Pool) waitReady(ctx context.Context) error {
+	select {
+	case <-p.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for pool to start: %w", ctx.Err())
+	}
+}
+
+// poke asks the sync loop for a pass without blocking.
+func (p *Pool) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// onPod reacts to an added or updated pod: it releases local reservations,
+// wakes waiters, tracks health and misses, and queues stream preparation.
+// counted is false for pods from the informer's initial list, which are not
+// new misses.
+func (p *Pool) onPod(pod *corev1.Pod, counted bool) {
+	if pod == nil {
+		return
+	}
+	state := pod.Labels[LabelState]
+	prof, _ := p.profiles.Get(pod.Labels[LabelProfile])
+	now := p.clock.Now()
+	var toClose *streams
+	p.mu.Lock()
+	if state != StateIdle {
+		delete(p.taken, pod.Name)
+		toClose = p.dropStreamsLocked(pod.Name)
+	}
+	if set := p.pending[pod.Labels[LabelProfile]]; set != nil {
+		delete(set, pod.Name)
+	}
+	if ch, ok := p.waiters[pod.Name]; ok {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	if prof.Profile != nil && pod.Labels[LabelHash] == prof.Profile.Hash {
+		h := p.healthLocked(prof.Profile)
+		if podReady(pod) {
+			h.ready()
+			p.metrics.degraded.WithLabelValues(prof.Name).Set(0)
+		} else if f, bad := podFailure(pod); bad {
+			p.recordFailureLocked(prof.Profile, pod, f, now)
+		}
+		if pod.Annotations[AnnCold] == "true" {
+			// A cold pod is a miss; only its first sighting counts, and
+			// pods listed at start-up are old news.
+			if _, seen := p.coldUIDs[pod.UID]; !seen {
+				p.coldUIDs[pod.UID] = struct{}{}
+				if counted {
+					p.sizerLocked(prof.Profile, now).miss(now)
+				}
+			}
+		}
+	}
+	wantPrep := p.execer != nil && state == StateIdle && podReady(pod) && prof.Profile != nil &&
+		pod.Labels[LabelHash] == prof.Profile.Hash && p.prepared[pod.Name] == nil
+	p.mu.Unlock()
+	if toClose != nil {
+		toClose.close()
+	}
+	if wantPrep {
+		p.prepQueue.Add(pod.Name)
+	}
+	p.poke()
+}
+
+// onPodDeleted forgets everything about a deleted pod.
+func (p *Pool) onPodDeleted(o any) {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
+	}
+	pod := podOf(o)
+	if pod == nil {
+		return
+	}
+	p.mu.Lock()
+	delete(p.taken, pod.Name)
+	delete(p.deleting, pod.Name)
+	delete(p.failedUIDs, string(pod.UID))
+	delete(p.coldUIDs, pod.UID)
+	toClose := p.dropStreamsLocked(pod.Name)
+	if ch, ok := p.waiters[pod.Name]; ok {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	p.mu.Unlock()
+	if toClose != nil {
+		toClose.close()
+	}
+	p.poke()
+}
+
+// healthLocked returns the profile's health, reset when its template
+// changed.
+func (p *Pool) healthLocked(prof *profile.Profile) *health {
+	h := p.health[prof.Name]
+	if h == nil {
+		h = &health{}
+		p.health[prof.Name] = h
+	}
+	if h.hash != prof.Hash {
+		h.reset(prof.Hash)
+	}
+	return h
+}
+
+// recordFailureLocked counts a pod that cannot start against its profile's
+// health, once per pod however many events or callers report it.
+func (p *Pool) recordFailureLocked(prof *profile.Profile, pod *corev1.Pod, f failure, now time.Time) {
+	if _, seen := p.failedUIDs[string(pod.UID)]; seen {
+		return
+	}
+	p.failedUIDs[string(pod.UID)] = struct{}{}
+	p.healthLocked(prof).fail(now, f, p.opts.BackoffBase, p.opts.BackoffMax)
+	p.metrics.createFailures.WithLabelValues(prof.Name, f.Reason).Inc()
+	p.metrics.degraded.WithLabelValues(prof.Name).Set(1)
+	p.log.Warn("pod cannot start", "profile", prof.Name, "pod", pod.Name, "reason", f.Reason)
+}
+
+// sizerLocked returns the profile's sizer with its current bounds.
+func (p *Pool) sizerLocked(prof *profile.Profile, now time.Time) *sizer {
+	s := p.sizers[prof.Name]
+	if s == nil {
+		s = newSizer(prof.PoolMin, prof.PoolMax, now)
+		p.sizers[prof.Name] = s
+	}
+	s.setBounds(prof.PoolMin, prof.PoolMax)
+	return s
+}
+
+// cachedPod returns the informer's copy of a pod; callers must not modify it.
+func (p *Pool) cachedPod(name string) (*corev1.Pod, bool) {
+	o, ok, err := p.pods.GetStore().GetByKey(p.opts.Namespace + "/" + name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	pod, ok := o.(*corev1.Pod)
+	return pod, ok
+}

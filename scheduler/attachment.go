@@ -1,0 +1,320 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+)
+
+// argv maps a session's request to the command run in the pod: the shell,
+// the exec wrapper with the user's command as one single argument (never
+// split or interpreted by podgate), or a subsystem's argv.
+func argv(pol Policy, p Process) ([]string, error) {
+	switch p.Kind {
+	case KindShell:
+		return slices.Clone(pol.Shell), nil
+	case KindExec:
+		return append(slices.Clone(pol.ExecWrapper), p.Command), nil
+	case KindSubsystem:
+		a, ok := pol.Subsystems[p.Subsystem]
+		if !ok {
+			return nil, fmt.Errorf("subsystem %q in profile %q: %w", p.Subsystem, pol.Name, ErrUnknownSubsystem)
+		}
+		return slices.Clone(a), nil
+	}
+	return nil, fmt.Errorf("process kind %d: %w", p.Kind, ErrUnknownSubsystem)
+}
+
+// settings derives what sshfront needs from a policy.
+func settings(pol Policy) Settings {
+	allow := slices.Clone(pol.EnvAllow)
+	return Settings{
+		Profile:        pol.Name,
+		Mode:           pol.Mode,
+		AllowEnv:       func(name string) bool { return slices.Contains(allow, name) },
+		PortForwarding: pol.PortForwarding,
+		IdleTimeout:    pol.IdleTimeout,
+		MaxSession:     pol.MaxSession,
+	}
+}
+
+// runIn runs one process in a held pod, on a prepared stream of the right
+// kind when one is at hand, else over a fresh exec.
+//
+// The attach latency is recorded once per attachment (first guards it):
+// from the connection's acceptance to the first byte the user's first
+// command writes, or to its end when it writes nothing, whichever comes
+// first. That is the earliest moment podgate can see the command running.
+// result is warm or cold.
+func (s *Scheduler) runIn(ctx context.Context, id Identity, pol Policy, pod *Pod, p Process, prep Prepared, first *sync.Once, result string) (ExitStatus, error) {
+	args, err := argv(pol, p)
+	if err != nil {
+		if prep != nil {
+			_ = prep.Close()
+		}
+		return ExitStatus{}, err
+	}
+	start := s.clock.Now()
+	mark := func() {
+		first.Do(func() {
+			s.metrics.phase.WithLabelValues("exec_start").Observe(s.clock.Since(start).Seconds())
+			s.metrics.attach.WithLabelValues(pol.Name, string(pol.Mode), result).Observe(s.since(id.AcceptedAt))
+		})
+	}
+	cmd := Command{
+		Argv: args, Env: p.Env, Pty: p.Pty,
+		Stdin: p.Stdin, Stdout: notifyWriter(p.Stdout, mark), Stderr: notifyWriter(p.Stderr, mark),
+		Resize: p.Resize, Signals: p.Signals,
+	}
+	defer func() {
+		mark()
+		s.metrics.session.WithLabelValues(pol.Name, string(pol.Mode)).Observe(s.clock.Since(start).Seconds())
+	}()
+	var st ExitStatus
+	if prep != nil {
+		st, err = prep.Run(ctx, cmd)
+	} else {
+		st, err = s.execer.Exec(ctx, pod.Ref, cmd)
+	}
+	if err != nil {
+		return st, fmt.Errorf("running %s in pod %q: %w", kindName(p.Kind), pod.Ref.Name, err)
+	}
+	return st, nil
+}
+
+func kindName(k Kind) string {
+	switch k {
+	case KindShell:
+		return "shell"
+	case KindExec:
+		return "exec"
+	case KindSubsystem:
+		return "subsystem"
+	}
+	return "kind " + strconv.Itoa(int(k))
+}
+
+// notifyWriter calls mark before the first write to w. A nil w stays nil.
+func notifyWriter(w io.Writer, mark func()) io.Writer {
+	if w == nil {
+		return nil
+	}
+	return &markWriter{w: w, mark: mark}
+}
+
+type markWriter struct {
+	w    io.Writer
+	mark func()
+}
+
+func (m *markWriter) Write(b []byte) (int, error) {
+	m.mark()
+	return m.w.Write(b)
+}
+
+// connAttachment is a connection-mode attachment: one pod for every
+// session of the connection.
+type connAttachment struct {
+	s      *Scheduler
+	id     Identity
+	pol    Policy
+	pod    *Pod
+	done   func()
+	result string // warm or cold, for the attach metric
+	first  sync.Once
+	ctx    context.Context // ends on Close; spare preparation uses it
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // spare preparation in flight
+
+	// mu protects the following.
+	mu     sync.Mutex
+	tty    Prepared // spare prepared streams, nil when none
+	plain  Prepared
+	closed bool
+}
+
+var _ Attachment = (*connAttachment)(nil)
+
+func newConnAttachment(s *Scheduler, id Identity, pol Policy, pod *Pod, result string, done func()) *connAttachment {
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &connAttachment{s: s, id: id, pol: pol, pod: pod, done: done, result: result,
+		ctx: ctx, cancel: cancel, tty: pod.TTY, plain: pod.Plain}
+	pod.TTY, pod.Plain = nil, nil
+	return a
+}
+
+func (a *connAttachment) Settings() Settings { return settings(a.pol) }
+
+// Run runs one session in the connection's pod.
+func (a *connAttachment) Run(ctx context.Context, p Process) (ExitStatus, error) {
+	if !a.s.pools.Alive(a.pod) {
+		return ExitStatus{}, fmt.Errorf("pod %q: %w", a.pod.Ref.Name, ErrPodGone)
+	}
+	tty := p.Pty != nil
+	a.mu.Lock()
+	var prep Prepared
+	if tty {
+		prep, a.tty = a.tty, nil
+	} else {
+		prep, a.plain = a.plain, nil
+	}
+	closed := a.closed
+	if !closed && prep != nil {
+		// Added under mu, so Close's Wait (after it set closed) never
+		// races an Add.
+		a.wg.Add(1)
+	}
+	a.mu.Unlock()
+	if closed {
+		return ExitStatus{}, fmt.Errorf("attachment closed: %w", ErrPodGone)
+	}
+	if prep != nil {
+		go a.spare(tty)
+	}
+	return a.s.runIn(ctx, a.id, a.pol, a.pod, p, prep, &a.first, a.result)
+}
+
+// spare prepares a fresh stream of one kind for the connection's next
+// session; it runs in its own goroutine, counted in wg by the caller.
+func (a *connAttachment) spare(tty bool) {
+	defer a.wg.Done()
+	prep, err := a.s.execer.Prepare(a.ctx, a.pod.Ref, tty)
+	if err != nil {
+		a.s.log.Debug("preparing spare stream", "pod", a.pod.Ref.Name, "err", err)
+		return
+	}
+	a.mu.Lock()
+	keep := !a.closed && ((tty && a.tty == nil) || (!tty && a.plain == nil))
+	if keep {
+		if tty {
+			a.tty = prep
+		} else {
+			a.plain = prep
+		}
+	}
+	a.mu.Unlock()
+	if !keep {
+		_ = prep.Close()
+	}
+}
+
+// DialTCP opens a stream to a port in the connection's pod.
+func (a *connAttachment) DialTCP(ctx context.Context, port uint16) (net.Conn, error) {
+	if !a.pol.PortForwarding {
+		return nil, fmt.Errorf("profile %q: %w", a.pol.Name, ErrForwardingDisabled)
+	}
+	c, err := a.s.execer.DialTCP(ctx, a.pod.Ref, port)
+	if err != nil {
+		return nil, fmt.Errorf("dialing port %d in pod %q: %w", port, a.pod.Ref.Name, err)
+	}
+	return c, nil
+}
+
+// Close parks the pod for the profile's reconnect window, or releases it.
+func (a *connAttachment) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	tty, plain := a.tty, a.plain
+	a.tty, a.plain = nil, nil
+	a.mu.Unlock()
+	a.cancel()
+	a.wg.Wait()
+	for _, p := range []Prepared{tty, plain} {
+		if p != nil {
+			_ = p.Close()
+		}
+	}
+	a.done()
+	if a.s.pools.Alive(a.pod) && a.s.park(a.id, a.pol.ReconnectWindow, a.pod) {
+		return nil
+	}
+	a.s.release(a.pod)
+	return nil
+}
+
+// sessionAttachment is a session-mode attachment: every session claims a
+// pod of its own and deletes it afterwards.
+type sessionAttachment struct {
+	s        *Scheduler
+	id       Identity
+	pol      Policy
+	progress Progress
+	done     func()
+	first    sync.Once
+
+	// mu protects the following.
+	mu     sync.Mutex
+	n      int // sessions started, for claim names
+	closed bool
+}
+
+var _ Attachment = (*sessionAttachment)(nil)
+
+func newSessionAttachment(s *Scheduler, id Identity, pol Policy, progress Progress, done func()) *sessionAttachment {
+	return &sessionAttachment{s: s, id: id, pol: pol, progress: progress, done: done}
+}
+
+func (a *sessionAttachment) Settings() Settings { return settings(a.pol) }
+
+// Run claims a pod for this one session, runs the process and releases the
+// pod, off the critical path, when the process ends.
+func (a *sessionAttachment) Run(ctx context.Context, p Process) (ExitStatus, error) {
+	a.mu.Lock()
+	a.n++
+	n, closed := a.n, a.closed
+	a.mu.Unlock()
+	if closed {
+		return ExitStatus{}, fmt.Errorf("attachment closed: %w", ErrPodGone)
+	}
+	if _, err := argv(a.pol, p); err != nil {
+		return ExitStatus{}, err
+	}
+	if a.s.isShuttingDown() {
+		return ExitStatus{}, ErrShuttingDown
+	}
+	pod, err := a.s.obtain(ctx, a.pol, Claim{Identity: a.id, Session: a.id.ConnID + "-" + strconv.Itoa(n)}, a.progress)
+	if err != nil {
+		a.s.metrics.attach.WithLabelValues(a.pol.Name, string(a.pol.Mode), "failed").Observe(a.s.since(a.id.AcceptedAt))
+		return ExitStatus{}, err
+	}
+	defer a.s.release(pod)
+	result := "cold"
+	if pod.Warm {
+		result = "warm"
+	}
+	prep := pod.Plain
+	if p.Pty != nil {
+		prep = pod.TTY
+	}
+	// The stream of the other kind has no use: this pod serves one
+	// session. Release closes it.
+	if p.Pty != nil {
+		pod.TTY = nil
+	} else {
+		pod.Plain = nil
+	}
+	return a.s.runIn(ctx, a.id, a.pol, pod, p, prep, &a.first, result)
+}
+
+// DialTCP is refused: in session mode no pod outlives its session.
+func (a *sessionAttachment) DialTCP(context.Context, uint16) (net.Conn, error) {
+	return nil, fmt.Errorf("profile %q is in session mode: %w", a.pol.Name, ErrForwardingDisabled)
+}
+
+// Close gives back the attachment's slot; session pods are already
+// released as their sessions end.
+func (a *sessionAttachment) Close() error {
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.done()
+	return nil
+}

@@ -1,0 +1,302 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+)
+
+// Options tune a Scheduler. Zero values take the defaults noted.
+type Options struct {
+	// MaxParked bounds the pods kept for reconnects; when full, the
+	// oldest is released early. Default 10000.
+	MaxParked int
+	// ProgressEvery is how often a waiting user is told how long they
+	// have waited. Default 1s.
+	ProgressEvery time.Duration
+}
+
+// Scheduler turns authenticated connections into attachments: it enforces
+// the profile's access and limits, claims warm pods or creates cold ones
+// through Pools, runs processes through an Execer, and keeps connection-mode
+// pods for their profile's reconnect window.
+type Scheduler struct {
+	pools   Pools
+	execer  Execer
+	clock   clock.WithTicker
+	log     *slog.Logger
+	metrics *metrics
+	opts    Options
+
+	// bg tracks releases running off the critical path; Run waits for it.
+	bg sync.WaitGroup
+
+	// mu protects the following. Lock order: mu before any LRU's own
+	// lock; eviction callbacks, which run under an LRU's lock, never
+	// take mu.
+	mu           sync.Mutex
+	shuttingDown bool
+	perProfile   map[string]int
+	perUser      map[string]int
+	// waiters lists, per profile, the tickets of connections waiting
+	// for a cold pod, for queue positions.
+	waiters map[string][]uint64
+	ticket  uint64
+	// parked holds connection-mode pods kept for a reconnect, one LRU
+	// per distinct window length. hashicorp's expirable LRU runs one
+	// goroutine per cache for the life of the process, so caches are
+	// created lazily and never per connection.
+	parked map[time.Duration]*expirable.LRU[string, *parkedPod]
+}
+
+// New returns a scheduler. It registers its metrics on reg.
+func New(pools Pools, execer Execer, clk clock.WithTicker, log *slog.Logger, reg prometheus.Registerer, opts Options) (*Scheduler, error) {
+	if opts.MaxParked <= 0 {
+		opts.MaxParked = 10000
+	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = time.Second
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("creating scheduler: %w", err)
+	}
+	return &Scheduler{
+		pools: pools, execer: execer, clock: clk, log: log, metrics: m, opts: opts,
+		perProfile: map[string]int{},
+		perUser:    map[string]int{},
+		waiters:    map[string][]uint64{},
+		parked:     map[time.Duration]*expirable.LRU[string, *parkedPod]{},
+	}, nil
+}
+
+// Run waits until ctx ends, then shuts down: new Attaches fail with
+// ErrShuttingDown, parked pods are released, and Run returns once every
+// background release has finished. Attachments still open release their
+// pods on Close as usual.
+func (s *Scheduler) Run(ctx context.Context) error {
+	<-ctx.Done()
+	s.mu.Lock()
+	s.shuttingDown = true
+	caches := s.parked
+	s.parked = map[time.Duration]*expirable.LRU[string, *parkedPod]{}
+	s.mu.Unlock()
+	for _, c := range caches {
+		c.Purge() // the eviction callback releases each pod
+	}
+	s.bg.Wait()
+	return nil
+}
+
+// Attach gives an authenticated connection its attachment; see
+// Attachment. In connection mode it returns once the pod is Ready (a parked
+// pod of the same identity, a warm one, or a cold one it waited for);
+// in session mode it returns at once.
+func (s *Scheduler) Attach(ctx context.Context, id Identity, progress Progress) (Attachment, error) {
+	a, err := s.attach(ctx, id, progress)
+	if err != nil {
+		name, mode := id.Profile, ModeConnection
+		if pol, perr := s.pools.Policy(id.Profile); perr == nil {
+			name, mode = pol.Name, pol.Mode
+		}
+		s.metrics.attach.WithLabelValues(name, string(mode), "failed").Observe(s.since(id.AcceptedAt))
+		s.log.Info("attach refused", "user", id.User, "profile", id.Profile, "conn", id.ConnID, "err", err)
+		return nil, err
+	}
+	return a, nil
+}
+
+func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) (Attachment, error) {
+	if s.isShuttingDown() {
+		return nil, ErrShuttingDown
+	}
+	pol, err := s.pools.Policy(id.Profile)
+	if err != nil {
+		return nil, err
+	}
+	if !pol.Allows(id.User) {
+		return nil, fmt.Errorf("user %q, profile %q: %w", id.User, pol.Name, ErrProfileNotAllowed)
+	}
+	done, err := s.admit(pol, id)
+	if err != nil {
+		return nil, err
+	}
+	if pol.Mode == ModeSession {
+		return newSessionAttachment(s, id, pol, progress, done), nil
+	}
+	if pod := s.unpark(id, pol); pod != nil {
+		s.log.Info("reconnected to parked pod", "user", id.User, "pod", pod.Ref.Name, "conn", id.ConnID)
+		return newConnAttachment(s, id, pol, pod, "warm", done), nil
+	}
+	pod, err := s.obtain(ctx, pol, Claim{Identity: id, Session: id.ConnID}, progress)
+	if err != nil {
+		done()
+		return nil, err
+	}
+	result := "cold"
+	if pod.Warm {
+		result = "warm"
+	}
+	return newConnAttachment(s, id, pol, pod, result, done), nil
+}
+
+func (s *Scheduler) isShuttingDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shuttingDown
+}
+
+// admit takes a slot under the profile's and the user's limits, or fails
+// with ErrAtCapacity at once. The returned func gives the slot back; it is
+// safe to call more than once.
+func (s *Scheduler) admit(pol Policy, id Identity) (func(), error) {
+	key := id.Key()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pol.MaxConnections > 0 && s.perProfile[pol.Name] >= pol.MaxConnections {
+		return nil, fmt.Errorf("profile %q has %d connections: %w", pol.Name, pol.MaxConnections, ErrAtCapacity)
+	}
+	if pol.MaxPerUser > 0 && s.perUser[key] >= pol.MaxPerUser {
+		return nil, fmt.Errorf("user %q has %d connections to profile %q: %w", id.User, pol.MaxPerUser, pol.Name, ErrAtCapacity)
+	}
+	s.perProfile[pol.Name]++
+	s.perUser[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.perProfile[pol.Name]--; s.perProfile[pol.Name] <= 0 {
+				delete(s.perProfile, pol.Name)
+			}
+			if s.perUser[key]--; s.perUser[key] <= 0 {
+				delete(s.perUser, key)
+			}
+		})
+	}, nil
+}
+
+// obtain claims a warm pod or, on a miss, creates a cold one and waits for
+// it, telling the user their place and the elapsed time every
+// ProgressEvery.
+func (s *Scheduler) obtain(ctx context.Context, pol Policy, c Claim, progress Progress) (*Pod, error) {
+	start := s.clock.Now()
+	defer func() { s.metrics.phase.WithLabelValues("claim").Observe(s.clock.Since(start).Seconds()) }()
+	pod, err := s.pools.Claim(ctx, pol.Name, c)
+	if err == nil {
+		return pod, nil
+	}
+	if !errors.Is(err, ErrNoIdlePod) {
+		return nil, err
+	}
+	t := s.enqueue(pol.Name)
+	defer s.dequeue(pol.Name, t)
+	var (
+		mu    sync.Mutex
+		phase = "starting"
+	)
+	say := func() {
+		if progress == nil {
+			return
+		}
+		mu.Lock()
+		ph := phase
+		mu.Unlock()
+		progress(fmt.Sprintf("waiting for a pod (position %d, %s, %ds)", s.position(pol.Name, t), ph, int(s.clock.Since(start).Seconds())))
+	}
+	stop := make(chan struct{})
+	ticking := make(chan struct{})
+	go func() {
+		defer close(ticking)
+		tk := s.clock.NewTicker(s.opts.ProgressEvery)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C():
+				say()
+			}
+		}
+	}()
+	say()
+	pod, err = s.pools.Create(ctx, pol.Name, c, func(w WaitState) {
+		mu.Lock()
+		phase = w.Phase
+		mu.Unlock()
+	})
+	close(stop)
+	<-ticking
+	if err != nil {
+		if ctx.Err() != nil && s.isShuttingDown() {
+			return nil, fmt.Errorf("%w: %w", ErrShuttingDown, err)
+		}
+		return nil, err
+	}
+	return pod, nil
+}
+
+// enqueue and dequeue track waiters for queue positions.
+func (s *Scheduler) enqueue(profile string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ticket++
+	s.waiters[profile] = append(s.waiters[profile], s.ticket)
+	return s.ticket
+}
+
+func (s *Scheduler) dequeue(profile string, t uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.waiters[profile]
+	for i, x := range w {
+		if x == t {
+			s.waiters[profile] = append(w[:i:i], w[i+1:]...)
+			break
+		}
+	}
+	if len(s.waiters[profile]) == 0 {
+		delete(s.waiters, profile)
+	}
+}
+
+// position is 1 + the number of waiters for the profile ahead of t.
+func (s *Scheduler) position(profile string, t uint64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 1
+	for _, x := range s.waiters[profile] {
+		if x < t {
+			n++
+		}
+	}
+	return n
+}
+
+// release deletes a pod off the critical path.
+func (s *Scheduler) release(pod *Pod) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.pools.Release(ctx, pod); err != nil {
+			s.log.Warn("releasing pod", "pod", pod.Ref.Name, "err", err)
+		}
+	}()
+}
+
+// since returns seconds since t, or 0 when t is unset.
+func (s *Scheduler) since(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return s.clock.Since(t).Seconds()
+}

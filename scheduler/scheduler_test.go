@@ -1,0 +1,485 @@
+package scheduler
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+)
+
+// fakePools hands out numbered pods: warm while idle > 0, else cold once
+// gate (if set) lets Create through.
+type fakePools struct {
+	mu       sync.Mutex
+	policies map[string]Policy
+	idle     int
+	n        int
+	held     map[string]*Pod
+	gone     map[string]bool
+	gate     chan struct{}
+	released chan string
+}
+
+var _ Pools = (*fakePools)(nil)
+
+func newFakePools(pols ...Policy) *fakePools {
+	f := &fakePools{policies: map[string]Policy{}, held: map[string]*Pod{}, gone: map[string]bool{}, released: make(chan string, 100)}
+	for _, p := range pols {
+		f.policies[p.Name] = p
+	}
+	return f
+}
+
+func (f *fakePools) Policy(name string) (Policy, error) {
+	if name == "" {
+		name = "default"
+	}
+	p, ok := f.policies[name]
+	if !ok {
+		return Policy{}, ErrUnknownProfile
+	}
+	return p, nil
+}
+
+func (f *fakePools) newPod(profile string, warm bool) *Pod {
+	f.n++
+	p := &Pod{Ref: PodRef{Namespace: "ns", Name: fmt.Sprintf("pod-%d", f.n), Container: "guest"}, UID: fmt.Sprint("uid-", f.n), Profile: profile, Warm: warm}
+	f.held[p.Ref.Name] = p
+	return p
+}
+
+func (f *fakePools) Claim(_ context.Context, profile string, _ Claim) (*Pod, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.idle == 0 {
+		return nil, ErrNoIdlePod
+	}
+	f.idle--
+	return f.newPod(profile, true), nil
+}
+
+func (f *fakePools) Create(ctx context.Context, profile string, _ Claim, progress func(WaitState)) (*Pod, error) {
+	progress(WaitState{Phase: "scheduling"})
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.newPod(profile, false), nil
+}
+
+func (f *fakePools) Release(_ context.Context, pod *Pod) error {
+	f.mu.Lock()
+	delete(f.held, pod.Ref.Name)
+	f.mu.Unlock()
+	f.released <- pod.Ref.Name
+	return nil
+}
+
+func (f *fakePools) Alive(pod *Pod) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.held[pod.Ref.Name] != nil && !f.gone[pod.Ref.Name]
+}
+
+func (f *fakePools) heldCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.held)
+}
+
+// fakeExecer records argvs and writes "ok" to stdout.
+type fakeExecer struct {
+	mu       sync.Mutex
+	argvs    [][]string
+	pods     []string
+	prepared int
+}
+
+var _ Execer = (*fakeExecer)(nil)
+
+func (e *fakeExecer) Prepare(_ context.Context, pod PodRef, tty bool) (Prepared, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.prepared++
+	return &fakePrepared{e: e, pod: pod.Name, tty: tty}, nil
+}
+
+func (e *fakeExecer) Exec(_ context.Context, pod PodRef, cmd Command) (ExitStatus, error) {
+	e.record(pod.Name, cmd.Argv)
+	_, _ = io.WriteString(cmd.Stdout, "ok")
+	return ExitStatus{}, nil
+}
+
+func (e *fakeExecer) DialTCP(context.Context, PodRef, uint16) (net.Conn, error) {
+	c, _ := net.Pipe()
+	return c, nil
+}
+
+func (e *fakeExecer) record(pod string, argv []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.argvs = append(e.argvs, argv)
+	e.pods = append(e.pods, pod)
+}
+
+type fakePrepared struct {
+	e   *fakeExecer
+	pod string
+	tty bool
+}
+
+func (p *fakePrepared) TTY() bool { return p.tty }
+func (p *fakePrepared) Run(_ context.Context, cmd Command) (ExitStatus, error) {
+	p.e.record(p.pod, append([]string{"prepared"}, cmd.Argv...))
+	return ExitStatus{Code: 3}, nil
+}
+func (p *fakePrepared) Close() error { return nil }
+
+func policy(name string) Policy {
+	return Policy{
+		Name: name, Mode: ModeConnection,
+		Shell: []string{"/bin/bash", "-l"}, ExecWrapper: []string{"/bin/sh", "-c"},
+		Subsystems:   map[string][]string{"sftp": {"/usr/lib/openssh/sftp-server"}},
+		AllowedUsers: []string{"*"}, MaxWait: time.Minute,
+	}
+}
+
+func newTestScheduler(t *testing.T, pools Pools, ex Execer, clk clock.WithTicker) *Scheduler {
+	t.Helper()
+	s, err := New(pools, ex, clk, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func id(user, profile string) Identity {
+	return Identity{User: user, Profile: profile, ConnID: "c-" + user, AcceptedAt: time.Now()}
+}
+
+func TestArgvMapping(t *testing.T) {
+	pol := policy("default")
+	for _, tc := range []struct {
+		p    Process
+		want []string
+		err  error
+	}{
+		{Process{Kind: KindShell}, []string{"/bin/bash", "-l"}, nil},
+		{Process{Kind: KindExec, Command: "echo 'a b'; rm -rf /tmp/x"}, []string{"/bin/sh", "-c", "echo 'a b'; rm -rf /tmp/x"}, nil},
+		{Process{Kind: KindSubsystem, Subsystem: "sftp"}, []string{"/usr/lib/openssh/sftp-server"}, nil},
+		{Process{Kind: KindSubsystem, Subsystem: "netconf"}, nil, ErrUnknownSubsystem},
+		{Process{Kind: Kind(42)}, nil, ErrUnknownSubsystem},
+	} {
+		got, err := argv(pol, tc.p)
+		if !errors.Is(err, tc.err) || !slices.Equal(got, tc.want) {
+			t.Errorf("argv(%+v) = %q, %v; want %q, %v", tc.p, got, err, tc.want, tc.err)
+		}
+	}
+	// The policy's slices are never aliased by a returned argv.
+	a, _ := argv(pol, Process{Kind: KindExec, Command: "x"})
+	a[0] = "mutated"
+	if pol.ExecWrapper[0] != "/bin/sh" {
+		t.Error("argv aliases the policy")
+	}
+}
+
+// TestReconnectWindowKeyedByIdentity: a closed connection's pod is kept for
+// the window and returned to the same identity only; another user, or the
+// same user on another profile, gets a pod of their own.
+func TestReconnectWindowKeyedByIdentity(t *testing.T) {
+	web, other := policy("web"), policy("other")
+	web.ReconnectWindow, other.ReconnectWindow = time.Hour, time.Hour
+	pools := newFakePools(web, other)
+	pools.idle = 10
+	s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+	ctx := context.Background()
+
+	a1, err := s.Attach(ctx, id("alice", "web"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alicePod := a1.(*connAttachment).pod.Ref.Name
+	_ = a1.Close()
+
+	b, err := s.Attach(ctx, id("bob", "web"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.(*connAttachment).pod.Ref.Name; got == alicePod {
+		t.Fatal("bob got alice's parked pod")
+	}
+	ao, err := s.Attach(ctx, id("alice", "other"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ao.(*connAttachment).pod.Ref.Name; got == alicePod {
+		t.Fatal("alice's pod leaked into another profile")
+	}
+	a2, err := s.Attach(ctx, id("alice", "web"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a2.(*connAttachment).pod.Ref.Name; got != alicePod {
+		t.Errorf("alice reconnected to %s, want her pod %s", got, alicePod)
+	}
+	// Taken out of the window, the pod is not released behind her back.
+	select {
+	case r := <-pools.released:
+		t.Errorf("pod %s released while in use", r)
+	default:
+	}
+	for _, a := range []Attachment{a2, b, ao} {
+		_ = a.Close()
+	}
+	// Shutdown releases every parked pod.
+	runCtx, cancel := context.WithCancel(ctx)
+	cancel()
+	_ = s.Run(runCtx)
+	if n := pools.heldCount(); n != 0 {
+		t.Errorf("%d pods still held after shutdown", n)
+	}
+	if _, err := s.Attach(ctx, id("carol", "web"), nil); !errors.Is(err, ErrShuttingDown) {
+		t.Errorf("Attach after shutdown: %v", err)
+	}
+}
+
+// TestReconnectWindowExpires: with a short window the parked pod is
+// released by the window's expiry (expirable.LRU runs on real time).
+func TestReconnectWindowExpires(t *testing.T) {
+	web := policy("web")
+	web.ReconnectWindow = 50 * time.Millisecond
+	pools := newFakePools(web)
+	pools.idle = 2
+	s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+	a, err := s.Attach(context.Background(), id("alice", "web"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := a.(*connAttachment).pod.Ref.Name
+	_ = a.Close()
+	select {
+	case got := <-pools.released:
+		if got != name {
+			t.Errorf("released %s, want %s", got, name)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("parked pod never released")
+	}
+	a2, err := s.Attach(context.Background(), id("alice", "web"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a2.(*connAttachment).pod.Ref.Name == name {
+		t.Error("got a released pod back")
+	}
+	_ = a2.Close()
+}
+
+func TestNoWindowReleasesAtOnce(t *testing.T) {
+	pools := newFakePools(policy("default"))
+	pools.idle = 1
+	s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+	a, err := s.Attach(context.Background(), id("alice", ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Close()
+	if got := <-pools.released; got != "pod-1" {
+		t.Errorf("released %s", got)
+	}
+}
+
+func TestLimitsAndAccess(t *testing.T) {
+	pol := policy("default")
+	pol.MaxPerUser, pol.MaxConnections = 1, 2
+	pol.AllowedUsers = []string{"alice", "bob", "carol"}
+	pools := newFakePools(pol)
+	pools.idle = 10
+	s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+	ctx := context.Background()
+	if _, err := s.Attach(ctx, id("mallory", ""), nil); !errors.Is(err, ErrProfileNotAllowed) {
+		t.Errorf("mallory: %v", err)
+	}
+	if _, err := s.Attach(ctx, id("alice", "nope"), nil); !errors.Is(err, ErrUnknownProfile) {
+		t.Errorf("unknown profile: %v", err)
+	}
+	a, err := s.Attach(ctx, id("alice", ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Attach(ctx, id("alice", ""), nil); !errors.Is(err, ErrAtCapacity) {
+		t.Errorf("alice's second connection: %v", err)
+	}
+	b, err := s.Attach(ctx, id("bob", ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Attach(ctx, id("carol", ""), nil); !errors.Is(err, ErrAtCapacity) {
+		t.Errorf("third connection to a profile capped at 2: %v", err)
+	}
+	_ = a.Close()
+	_ = a.Close() // idempotent: frees one slot, not two
+	c, err := s.Attach(ctx, id("carol", ""), nil)
+	if err != nil {
+		t.Errorf("after a close: %v", err)
+	} else {
+		_ = c.Close()
+	}
+	_ = b.Close()
+}
+
+// TestColdWaitProgress: on a miss the user is told their position, the
+// pod's phase and the elapsed seconds every second until the pod is Ready.
+func TestColdWaitProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pools := newFakePools(policy("default"))
+		pools.gate = make(chan struct{})
+		s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+		var (
+			mu   sync.Mutex
+			msgs []string
+		)
+		done := make(chan Attachment)
+		go func() {
+			a, err := s.Attach(context.Background(), id("alice", ""), func(m string) {
+				mu.Lock()
+				msgs = append(msgs, m)
+				mu.Unlock()
+			})
+			if err != nil {
+				t.Errorf("Attach: %v", err)
+			}
+			done <- a
+		}()
+		time.Sleep(3500 * time.Millisecond)
+		synctest.Wait()
+		close(pools.gate)
+		a := <-done
+		if a == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(msgs) != 4 || msgs[3] != "waiting for a pod (position 1, scheduling, 3s)" {
+			t.Errorf("progress messages %q", msgs)
+		}
+		if a.(*connAttachment).result != "cold" {
+			t.Errorf("result %q, want cold", a.(*connAttachment).result)
+		}
+		_ = a.Close()
+		<-pools.released
+	})
+}
+
+// TestRunUsesPreparedStream: a session with a matching prepared stream
+// runs on it (no exec round trip), a fresh spare is prepared for the next
+// session, and a session without one execs.
+func TestRunUsesPreparedStream(t *testing.T) {
+	pools := newFakePools(policy("default"))
+	pools.idle = 1
+	ex := &fakeExecer{}
+	s := newTestScheduler(t, pools, ex, clock.RealClock{})
+	a, err := s.Attach(context.Background(), id("alice", ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := a.(*connAttachment)
+	ca.tty = &fakePrepared{e: ex, pod: ca.pod.Ref.Name, tty: true}
+	var out bytes.Buffer
+	st, err := a.Run(context.Background(), Process{Kind: KindShell, Pty: &Pty{Term: "xterm"}, Stdout: &out})
+	if err != nil || st.Code != 3 {
+		t.Fatalf("Run on prepared stream: %v %v", st, err)
+	}
+	st, err = a.Run(context.Background(), Process{Kind: KindExec, Command: "id -u", Stdout: &out})
+	if err != nil || st.Code != 0 || out.String() != "ok" {
+		t.Fatalf("Run over exec: %v %v %q", st, err, out.String())
+	}
+	_ = a.Close() // waits for the spare being prepared
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	want := [][]string{{"prepared", "/bin/bash", "-l"}, {"/bin/sh", "-c", "id -u"}}
+	if !slices.EqualFunc(ex.argvs, want, slices.Equal) {
+		t.Errorf("argvs %q, want %q", ex.argvs, want)
+	}
+	if ex.prepared != 1 {
+		t.Errorf("%d spares prepared, want 1", ex.prepared)
+	}
+}
+
+// TestSessionModeOwnPodPerRun: in session mode every Run gets its own pod
+// and gives it back when the process ends; no pod outlives the session.
+func TestSessionModeOwnPodPerRun(t *testing.T) {
+	pol := policy("batch")
+	pol.Mode = ModeSession
+	pools := newFakePools(pol)
+	pools.idle = 1 // the second session is a cold pod
+	ex := &fakeExecer{}
+	s := newTestScheduler(t, pools, ex, clock.RealClock{})
+	a, err := s.Attach(context.Background(), id("alice", "batch"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pools.heldCount() != 0 {
+		t.Error("session-mode Attach claimed a pod")
+	}
+	for range 2 {
+		if _, err := a.Run(context.Background(), Process{Kind: KindExec, Command: "true", Stdout: io.Discard}); err != nil {
+			t.Fatal(err)
+		}
+		<-pools.released
+	}
+	if _, err := a.DialTCP(context.Background(), 80); !errors.Is(err, ErrForwardingDisabled) {
+		t.Errorf("DialTCP in session mode: %v", err)
+	}
+	_ = a.Close()
+	if n := pools.heldCount(); n != 0 {
+		t.Errorf("%d pods left behind", n)
+	}
+	if !slices.Equal(ex.pods, []string{"pod-1", "pod-2"}) {
+		t.Errorf("sessions ran in %v", ex.pods)
+	}
+}
+
+func TestPodGoneAndForwarding(t *testing.T) {
+	pol := policy("default")
+	pools := newFakePools(pol)
+	pools.idle = 1
+	s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+	a, err := s.Attach(context.Background(), id("alice", ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.DialTCP(context.Background(), 22); !errors.Is(err, ErrForwardingDisabled) {
+		t.Errorf("DialTCP with forwarding off: %v", err)
+	}
+	if a.Settings().AllowEnv("LANG") {
+		t.Error("env allowed without allowlist")
+	}
+	pools.mu.Lock()
+	pools.gone["pod-1"] = true
+	pools.mu.Unlock()
+	if _, err := a.Run(context.Background(), Process{Kind: KindShell}); !errors.Is(err, ErrPodGone) {
+		t.Errorf("Run in a vanished pod: %v", err)
+	}
+	_ = a.Close()
+	if !strings.HasPrefix(<-pools.released, "pod-") {
+		t.Error("vanished pod not released")
+	}
+}
