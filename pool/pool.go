@@ -80,8 +80,10 @@ func (o *Options) setDefaults() {
 		}
 	}
 	def(&o.LeaderLeaseDuration, 15*time.Second)
-	def(&o.LeaderRenewDeadline, 10*time.Second)
-	def(&o.LeaderRetryPeriod, 2*time.Second)
+	// client-go's own ratios (15s/10s/2s), so that any lease duration
+	// gives a valid election configuration.
+	def(&o.LeaderRenewDeadline, o.LeaderLeaseDuration*2/3)
+	def(&o.LeaderRetryPeriod, o.LeaderLeaseDuration*2/15)
 	def(&o.LivenessLeaseDuration, 15*time.Second)
 	def(&o.LivenessRenew, o.LivenessLeaseDuration/3)
 	def(&o.ReadyTimeout, 2*time.Minute)
@@ -186,6 +188,9 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		return nil, fmt.Errorf("creating pool: replica id %q is not a valid label value", opts.ReplicaID)
 	}
 	opts.setDefaults()
+	if opts.LeaderRenewDeadline >= opts.LeaderLeaseDuration {
+		return nil, fmt.Errorf("creating pool: leader renew deadline %v must be shorter than the lease duration %v", opts.LeaderRenewDeadline, opts.LeaderLeaseDuration)
+	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("creating pool: %w", err)

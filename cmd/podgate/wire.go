@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -168,17 +169,16 @@ func (a *app) start(ctx context.Context) error {
 			f.Shutdown()
 		}
 	}()
-	errc := make(chan error, 3)
-	go func() { errc <- a.store.Run(ctx) }()
-	go func() { errc <- a.pool.Run(ctx) }()
-	go func() { errc <- a.sched.Run(ctx) }()
-	var errs []error
-	for range 3 {
-		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
-			errs = append(errs, err)
-		}
+	// The first component to fail stops the others, so that podgate
+	// exits instead of serving with, say, no pool leader.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.store.Run(gctx) })
+	g.Go(func() error { return a.pool.Run(gctx) })
+	g.Go(func() error { return a.sched.Run(gctx) })
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // waitSynced blocks until every informer's cache is synced.
