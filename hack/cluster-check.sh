@@ -14,7 +14,7 @@ leftovers() {
   grep -q " $STATE" /proc/self/mountinfo && out+=" mounts"
   [ -e /sys/class/net/podgate0 ] && out+=" bridge"
   for t in filter nat mangle; do
-    iptables-save -t $t 2>/dev/null | grep -qE '^:(KUBE|CNI)-' && out+=" iptables-$t"
+    grep -qE '^:(KUBE|CNI)-' <<<"$(iptables-save -t $t 2>/dev/null)" && out+=" iptables-$t"
   done
   ls -d /sys/fs/cgroup/*/kubepods >/dev/null 2>&1 && out+=" cgroups"
   [ -e "$STATE" ] && out+=" state-dir"
@@ -22,7 +22,7 @@ leftovers() {
 }
 $LC down >/dev/null
 $LC up
-$LC status | grep -q 'Ready' || fail "node not Ready after up"
+grep -q 'node: .* Ready' <<<"$($LC status)" || fail "node not Ready after up"
 rc=0; $LC up >/dev/null 2>&1 || rc=$?
 [ $rc = 3 ] || fail "second up was not refused (exit $rc)"
 echo "cluster-check: second up refused"
@@ -33,7 +33,7 @@ KUBECONFIG=$($LC kubeconfig) $KUBECTL wait --for=condition=Ready pod/leftover --
 pkill -KILL -f "$STATE" || true
 echo "cluster-check: SIGKILLed every harness process; left behind:$(leftovers)"
 $LC up
-$LC status | grep -q 'Ready' || fail "node not Ready after recovery"
+grep -q 'node: .* Ready' <<<"$($LC status)" || fail "node not Ready after recovery"
 echo "cluster-check: up recovered after SIGKILL"
 $LC down
 left=$(leftovers)

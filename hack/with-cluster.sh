@@ -10,7 +10,10 @@ if [ -n "${KUBECONFIG:-}" ]; then
 fi
 LC=./bin/localcluster
 owned=0
-if $LC status | grep -q '^cluster: running'; then
+# Capture first: with pipefail, grep -q closing the pipe early would fail
+# the pipeline through SIGPIPE.
+status=$($LC status)
+if grep -q '^cluster: running' <<<"$status"; then
   echo "with-cluster: reusing the running local cluster"
 else
   $LC up

@@ -124,6 +124,9 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 	if !pol.Allows(id.User) {
 		return nil, fmt.Errorf("user %q, profile %q: %w", id.User, pol.Name, ErrProfileNotAllowed)
 	}
+	if id.ProfileFromLogin && !pol.UserSelectable {
+		return nil, fmt.Errorf("user %q chose profile %q by login name, which it does not allow: %w", id.User, pol.Name, ErrProfileNotAllowed)
+	}
 	done, err := s.admit(pol, id)
 	if err != nil {
 		return nil, err

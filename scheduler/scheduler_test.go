@@ -317,6 +317,11 @@ func TestLimitsAndAccess(t *testing.T) {
 	if _, err := s.Attach(ctx, id("mallory", ""), nil); !errors.Is(err, ErrProfileNotAllowed) {
 		t.Errorf("mallory: %v", err)
 	}
+	byLogin := id("alice", "")
+	byLogin.ProfileFromLogin = true
+	if _, err := s.Attach(ctx, byLogin, nil); !errors.Is(err, ErrProfileNotAllowed) {
+		t.Errorf("profile chosen by login name without user-selectable: %v", err)
+	}
 	if _, err := s.Attach(ctx, id("alice", "nope"), nil); !errors.Is(err, ErrUnknownProfile) {
 		t.Errorf("unknown profile: %v", err)
 	}

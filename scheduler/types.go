@@ -22,6 +22,10 @@ type Identity struct {
 	// Profile is the profile the auth source or the login name asked for;
 	// empty means the default profile.
 	Profile string
+	// ProfileFromLogin is true when Profile came from a "user+profile"
+	// login name rather than from the auth source; such a choice is
+	// honoured only by a profile that allows user selection.
+	ProfileFromLogin bool
 	// RemoteAddr is the client's address, for logs and audit.
 	RemoteAddr string
 	// ConnID identifies the SSH connection in logs, labels and audit lines.

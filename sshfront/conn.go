@@ -18,7 +18,9 @@ import (
 const (
 	extUser    = "podgate-user"
 	extProfile = "podgate-profile"
-	extKeyFP   = "podgate-key-fp"
+	// extProfileFromLogin is set when the profile came from the login name.
+	extProfileFromLogin = "podgate-profile-from-login"
+	extKeyFP            = "podgate-key-fp"
 )
 
 // maxSessionsPerConn bounds session channels open at once on a connection,
@@ -166,10 +168,15 @@ func (c *conn) permissions(d auth.Decision, keyFP, method string, err error) (*s
 		}
 		return nil, err
 	}
+	fromLogin := ""
+	if d.Profile != "" && !d.Assigned {
+		fromLogin = "1"
+	}
 	return &ssh.Permissions{Extensions: map[string]string{
-		extUser:    d.User,
-		extProfile: d.Profile,
-		extKeyFP:   keyFP,
+		extUser:             d.User,
+		extProfile:          d.Profile,
+		extProfileFromLogin: fromLogin,
+		extKeyFP:            keyFP,
 	}}, nil
 }
 
@@ -200,12 +207,13 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 	ext := sconn.Permissions.Extensions
 	c.sconn = sconn
 	c.id = scheduler.Identity{
-		User:           ext[extUser],
-		Profile:        ext[extProfile],
-		RemoteAddr:     sconn.RemoteAddr().String(),
-		ConnID:         c.connID,
-		KeyFingerprint: ext[extKeyFP],
-		AcceptedAt:     c.acceptedAt,
+		User:             ext[extUser],
+		Profile:          ext[extProfile],
+		ProfileFromLogin: ext[extProfileFromLogin] != "",
+		RemoteAddr:       sconn.RemoteAddr().String(),
+		ConnID:           c.connID,
+		KeyFingerprint:   ext[extKeyFP],
+		AcceptedAt:       c.acceptedAt,
 	}
 	unregister, regErr := c.srv.register(c)
 	if regErr == nil {

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"io"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"net/http"
 	"os"
 	"os/exec"
@@ -119,6 +123,56 @@ func TestOpenSSH(t *testing.T) {
 		body := httpGetRetry(t, "http://127.0.0.1:"+local+"/index.html")
 		if strings.TrimSpace(body) != "hello-from-pod" {
 			t.Errorf("GET through ssh -L: %q", body)
+		}
+	})
+	t.Run("ssh -L refused where the profile has forwarding off", func(t *testing.T) {
+		no := false
+		pt := &corev1.PodTemplate{
+			ObjectMeta: metav1.ObjectMeta{Name: "nofwd", Labels: map[string]string{"podgate.io/profile": "nofwd"},
+				Annotations: map[string]string{"podgate.io/port-forwarding": "false", "podgate.io/user-selectable": "true",
+					"podgate.io/pool-min": "0", "podgate.io/shell": "/bin/bash -l"}},
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+				AutomountServiceAccountToken: &no,
+				Containers:                   []corev1.Container{{Name: "main", Image: kubetest.DebianImage, ImagePullPolicy: corev1.PullNever}},
+			}},
+		}
+		if _, err := env.Client.CoreV1().PodTemplates(env.Namespace).Create(context.Background(), pt, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// The profile is picked up by the informer; a login before that
+		// is refused as unknown, so wait until a command runs in it.
+		var out string
+		deadline := time.Now().Add(kubetest.Timeout)
+		for time.Now().Before(deadline) {
+			if o, _, code := runCmd(t, s.ssh("alice+nofwd", "echo in-nofwd"), nil); code == 0 {
+				out = o
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if strings.TrimSpace(out) != "in-nofwd" {
+			t.Fatalf("profile nofwd never became usable")
+		}
+		local := freePort(t)
+		fwd := exec.Command("ssh", append(s.sshArgs(s.key, "-p", s.port, "-o", "ExitOnForwardFailure=no", "-L", local+":localhost:8080"), "alice+nofwd@127.0.0.1",
+			"mkdir -p /tmp/www && echo hello >/tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www")...)
+		var fwdErr strings.Builder
+		fwd.Stderr = &fwdErr
+		if err := fwd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { fwd.Process.Kill(); fwd.Wait() }()
+		deadline = time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) && !strings.Contains(fwdErr.String(), "administratively prohibited") {
+			if resp, err := http.Get("http://127.0.0.1:" + local + "/index.html"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				t.Fatalf("forward worked on a profile with forwarding off: %q", b)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !strings.Contains(fwdErr.String(), "administratively prohibited") {
+			t.Errorf("ssh did not report the refused forward; stderr %q", fwdErr.String())
 		}
 	})
 	t.Run("wrong key refused", func(t *testing.T) {

@@ -28,7 +28,7 @@ func (o Options) Up(ctx context.Context, serveArgv []string) error {
 		return errors.New("the local cluster needs root (it runs containerd, the kubelet and iptables)")
 	}
 	// Refuse before any slow step when a cluster is already running.
-	lf, err := o.lock()
+	lf, err := o.lockOrRecover()
 	if err != nil {
 		if errors.Is(err, ErrRunning) {
 			return fmt.Errorf("%w (supervisor pid %d, KUBECONFIG=%s); run `make cluster-down` first", err, o.supervisorPID(), o.Kubeconfig())
@@ -92,7 +92,7 @@ func (o Options) Down(ctx context.Context) (Leftovers, error) {
 			_ = syscall.Kill(pid, syscall.SIGTERM)
 		}
 		deadline := time.Now().Add(90 * time.Second)
-		for errors.Is(err, ErrRunning) && time.Now().Before(deadline) {
+		for errors.Is(err, ErrRunning) && alive(pid) && time.Now().Before(deadline) {
 			select {
 			case <-ctx.Done():
 				return Leftovers{}, ctx.Err()
@@ -104,7 +104,7 @@ func (o Options) Down(ctx context.Context) (Leftovers, error) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		if errors.Is(err, ErrRunning) {
-			lf, err = o.lock()
+			lf, err = o.lockOrRecover()
 		}
 	}
 	if err != nil {

@@ -37,6 +37,24 @@ func (o Options) lock() (*os.File, error) {
 	return f, nil
 }
 
+// lockOrRecover is lock, except that a lock held while its supervisor is
+// dead belongs to leftovers of a killed cluster (daemons that inherited
+// it): they are cleaned up and the lock taken.
+func (o Options) lockOrRecover() (*os.File, error) {
+	f, err := o.lock()
+	if !errors.Is(err, ErrRunning) {
+		return f, err
+	}
+	if pid := o.supervisorPID(); pid > 0 && alive(pid) {
+		return nil, err
+	}
+	o.Log.Info("the cluster lock is held but its supervisor is gone; cleaning up leftovers")
+	if _, cerr := o.cleanup(false); cerr != nil {
+		o.Log.Warn("cleaning up leftovers", "err", cerr)
+	}
+	return o.lock()
+}
+
 func lastElem(p string) string { return p[strings.LastIndex(p, "/")+1:] }
 
 // supervisorPID reads the PID the running supervisor wrote into the lock.
@@ -56,6 +74,10 @@ func (o Options) Serve(ctx context.Context, lockFile *os.File) error {
 	// finalizer would otherwise close the descriptor, and drop the lock,
 	// at the next garbage collection.
 	defer lockFile.Close()
+	// Only the supervisor may hold the lock: without close-on-exec every
+	// daemon it starts would inherit it and keep holding it after a
+	// SIGKILL of the supervisor.
+	syscall.CloseOnExec(int(lockFile.Fd()))
 	if err := lockFile.Truncate(0); err == nil {
 		fmt.Fprintf(lockFile, "%d\n", os.Getpid())
 	}

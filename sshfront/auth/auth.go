@@ -34,4 +34,8 @@ type Decision struct {
 	User string
 	// Profile is the profile to use; empty means the default profile.
 	Profile string
+	// Assigned is true when the auth source chose Profile itself; false
+	// means Profile is the login name's "+profile" choice, which the
+	// profile must allow.
+	Assigned bool
 }

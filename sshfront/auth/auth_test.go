@@ -224,8 +224,8 @@ func TestParseWebhookResponse(t *testing.T) {
 		want    Decision
 		wantErr error
 	}{
-		{`{"success":true}`, Decision{"alice", "cpu"}, nil},
-		{`{"success":true,"profile":"gpu"}`, Decision{"alice", "gpu"}, nil},
+		{`{"success":true}`, Decision{User: "alice", Profile: "cpu"}, nil},
+		{`{"success":true,"profile":"gpu"}`, Decision{User: "alice", Profile: "gpu", Assigned: true}, nil},
 		{`{"success":false,"profile":"gpu"}`, Decision{}, ErrDenied},
 		{`{"success":true,"authenticatedUsername":"../root"}`, Decision{}, errors.New("")},
 		{`{"success":true,"profile":"GPU"}`, Decision{}, errors.New("")},

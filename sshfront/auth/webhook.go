@@ -242,6 +242,7 @@ func ParseWebhookResponse(data []byte, req Request) (Decision, error) {
 			return Decision{}, errors.New("auth webhook returned an invalid profile")
 		}
 		d.Profile = r.Profile
+		d.Assigned = true
 	}
 	return d, nil
 }
