@@ -50,6 +50,7 @@ type server struct {
 	key     string // alice's private key
 	stderr  *bytes.Buffer
 	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the process has been waited for
 }
 
 func freePort(t *testing.T) string {
@@ -112,6 +113,7 @@ func startPodgate(t *testing.T, env *kubetest.Env, extra ...string) *server {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
+	s.exited = exited
 	go func() { _ = s.cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = s.cmd.Process.Signal(os.Interrupt)
@@ -134,7 +136,7 @@ func startPodgate(t *testing.T, env *kubetest.Env, extra ...string) *server {
 		resp, err := http.Get("http://127.0.0.1:" + s.metrics + "/readyz")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && s.idlePods() >= 2 {
+			if resp.StatusCode == http.StatusOK && s.idlePods() >= 1 {
 				return s
 			}
 		}
