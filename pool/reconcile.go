@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"slices"
 	"time"
 
@@ -42,6 +43,11 @@ type view struct {
 	fresh []*corev1.Pod
 	// doomed are pods to delete, with the reason for the log.
 	doomed []doomed
+	// names holds every pod of the profile the cache showed, in any state.
+	names map[string]bool
+	// pendingBefore are the names this replica was creating, or had created
+	// but not yet seen, just before the cache was read; see replenish.
+	pendingBefore []string
 }
 
 type doomed struct {
@@ -55,7 +61,16 @@ func (p *Pool) sync(now time.Time) {
 	lctx := p.leadCtx
 	p.mu.Unlock()
 	for _, prof := range p.profiles.Valid() {
+		// Snapshot the pods in flight before reading the cache: a pod
+		// the cache shows after this point is still named here.
+		p.mu.Lock()
+		before := make([]string, 0, len(p.pending[prof.Name]))
+		for name := range p.pending[prof.Name] {
+			before = append(before, name)
+		}
+		p.mu.Unlock()
 		v := p.view(prof, now)
+		v.pendingBefore = before
 		p.mu.Lock()
 		h := p.healthLocked(prof)
 		sz := p.sizerLocked(prof, now)
@@ -86,11 +101,15 @@ func boolFloat(b bool) float64 {
 // view classifies a profile's idle pods. Failure and timeout verdicts on
 // idle pods are recorded in the profile's health by every replica alike.
 func (p *Pool) view(prof *profile.Profile, now time.Time) view {
-	var v view
+	v := view{names: map[string]bool{}}
 	objs, _ := p.pods.GetIndexer().ByIndex(indexProfile, prof.Name)
 	for _, o := range objs {
 		pod, ok := o.(*corev1.Pod)
-		if !ok || pod.DeletionTimestamp != nil {
+		if !ok {
+			continue
+		}
+		v.names[pod.Name] = true
+		if pod.DeletionTimestamp != nil {
 			continue
 		}
 		switch pod.Labels[LabelState] {
@@ -153,7 +172,17 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, tar
 			delete(pending, name)
 		}
 	}
-	inflight := p.creating[prof.Name] + len(pending)
+	// In flight: every pod named pending before the cache was read that
+	// the view does not show. A pod the informer delivered in between has
+	// left pending but is still counted here, so no pod is counted
+	// nowhere, which would make the leader create one too many. Only this
+	// goroutine adds to pending, so nothing newer is missed.
+	inflight := 0
+	for _, name := range v.pendingBefore {
+		if !v.names[name] {
+			inflight++
+		}
+	}
 	have := len(v.fresh) + inflight
 	need := target - have
 	h := p.healthLocked(prof)
@@ -170,13 +199,22 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, tar
 		need = min(need, 1-min(warming, 1))
 	}
 	need = min(need, p.opts.MaxConcurrentCreates-p.creating[prof.Name])
+	// Pods are named here and entered in pending before they are
+	// created, so that the next pass counts them from its snapshot.
+	names := make([]string, 0, max(need, 0))
 	for range max(need, 0) {
 		p.creating[prof.Name]++
+		name := "podgate-" + prof.Name + "-" + utilrand.String(5)
+		if p.pending[prof.Name] == nil {
+			p.pending[prof.Name] = map[string]time.Time{}
+		}
+		p.pending[prof.Name][name] = now
+		names = append(names, name)
 	}
 	p.mu.Unlock()
 
-	for range max(need, 0) {
-		p.createIdle(ctx, prof)
+	for _, name := range names {
+		p.createIdle(ctx, prof, name)
 	}
 	if surplus := have - target; surplus > 0 && inflight == 0 {
 		for _, pod := range v.fresh[:min(surplus, len(v.fresh))] {
@@ -185,23 +223,21 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, tar
 	}
 }
 
-// createIdle creates one idle pod in the background. The caller has counted
-// it in creating.
-func (p *Pool) createIdle(ctx context.Context, prof *profile.Profile) {
+// createIdle creates the idle pod name in the background. The caller has
+// counted it in creating and entered it in pending.
+func (p *Pool) createIdle(ctx context.Context, prof *profile.Profile, name string) {
 	pod := p.newPod(prof, StateIdle, nil, p.clock.Now())
+	pod.GenerateName, pod.Name = "", name
 	p.bg.Add(1)
 	go func() {
 		defer p.bg.Done()
-		created, err := p.client.CoreV1().Pods(p.opts.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+		_, err := p.client.CoreV1().Pods(p.opts.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 		p.mu.Lock()
 		p.creating[prof.Name]--
-		if err == nil {
-			if _, seen := p.cachedPod(created.Name); !seen {
-				if p.pending[prof.Name] == nil {
-					p.pending[prof.Name] = map[string]time.Time{}
-				}
-				p.pending[prof.Name][created.Name] = p.clock.Now()
-			}
+		if err != nil {
+			// Never created: no longer in flight. (A pod that was created
+			// leaves pending when the informer shows it.)
+			delete(p.pending[prof.Name], name)
 		}
 		p.mu.Unlock()
 		if err != nil && ctx.Err() == nil {

@@ -199,3 +199,18 @@ func (s *server) idlePods() int {
 	}
 	return 0
 }
+
+// eventually checks cond every 100 ms until it holds or timeout passes, and
+// fails the test naming what never happened. The e2e tests wait on things
+// that offer no event to watch (a process's HTTP port, a terminal screen, a
+// socket file), so this bounded poll is the one way they wait.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not happen within %v", what, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

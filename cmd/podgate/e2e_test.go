@@ -198,37 +198,31 @@ func sameFile(t *testing.T, a, b string) {
 	}
 }
 
-// waitFile waits for a path to appear, bounded; ssh offers no event for
-// its control socket.
+// waitFile waits for a path to appear; ssh offers no event for its
+// control socket.
 func waitFile(t *testing.T, path string) {
 	t.Helper()
-	deadline := time.Now().Add(kubetest.Timeout)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s never appeared", path)
+	eventually(t, kubetest.Timeout, path+" appearing", func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
 }
 
 // httpGetRetry GETs url until the forward is listening, bounded.
 func httpGetRetry(t *testing.T, url string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
+	var body string
+	eventually(t, 30*time.Second, "GET "+url, func() bool {
 		resp, err := http.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			return string(b)
+		if err != nil {
+			return false
 		}
-		last = err
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("GET %s: %v", url, last)
-	return ""
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		return true
+	})
+	return body
 }
 
 // withoutProgress drops the scheduler's "waiting for a pod" lines, which a

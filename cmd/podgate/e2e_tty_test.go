@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,21 +27,16 @@ func (m tmux) cmd(args ...string) string {
 	return string(out)
 }
 
-// waitScreen waits until the pane shows want, bounded; a terminal offers no
-// event to wait on but its screen.
+// waitScreen waits until the pane shows want; a terminal offers no event
+// to wait on but its screen.
 func (m tmux) waitScreen(want string) string {
 	m.t.Helper()
-	deadline := time.Now().Add(kubetest.Timeout)
 	var screen string
-	for time.Now().Before(deadline) {
+	eventually(m.t, kubetest.Timeout, fmt.Sprintf("the screen showing %q", want), func() bool {
 		screen = m.cmd("capture-pane", "-p", "-t", m.session)
-		if strings.Contains(screen, want) {
-			return screen
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	m.t.Fatalf("screen never showed %q; last screen:\n%s", want, screen)
-	return ""
+		return strings.Contains(screen, want)
+	})
+	return screen
 }
 
 // TestOpenSSHTerminal: `ssh -tt` in tmux gets a prompt, `stty size` follows
@@ -71,15 +67,13 @@ func TestOpenSSHTerminal(t *testing.T) {
 	m.cmd("send-keys", "-t", m.session, "echo sleep-ended=$?", "Enter")
 	m.waitScreen("sleep-ended=130")
 	m.cmd("send-keys", "-t", m.session, "exit 3", "Enter")
-	deadline := time.Now().Add(kubetest.Timeout)
-	for time.Now().Before(deadline) {
-		if b, err := os.ReadFile(status); err == nil && strings.TrimSpace(string(b)) != "" {
-			if got := strings.TrimSpace(string(b)); got != "status=3" {
-				t.Errorf("ssh -tt ended with %s, want status=3", got)
-			}
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	var got string
+	eventually(t, kubetest.Timeout, "ssh -tt ending after exit 3", func() bool {
+		b, _ := os.ReadFile(status)
+		got = strings.TrimSpace(string(b))
+		return got != ""
+	})
+	if got != "status=3" {
+		t.Errorf("ssh -tt ended with %s, want status=3", got)
 	}
-	t.Fatalf("ssh -tt did not end after exit 3; screen:\n%s", m.cmd("capture-pane", "-p", "-t", m.session))
 }

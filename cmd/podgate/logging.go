@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"k8s.io/klog/v2"
 )
@@ -23,7 +25,51 @@ func newLogger(w io.Writer, format LogFormat, level slog.Leveler) *slog.Logger {
 // election, throttling notices) through logger, so that one process writes
 // one log format. klog is process-global: main calls this once.
 func routeKlog(logger *slog.Logger) {
-	klog.SetSlogLogger(logger.With("source", "client-go"))
+	klog.SetSlogLogger(slog.New(&klogNoise{logger.With("source", "client-go").Handler()}))
+}
+
+// benignStreamErrors are what client-go reports as errors every time an exec
+// or port-forward stream ends normally (the WebSocket is closed under its
+// reader and pinger). At one or more per session they would drown the real
+// errors, so they are logged at debug level instead.
+var benignStreamErrors = []string{
+	"use of closed network connection",
+	"Websocket Ping failed",
+}
+
+// klogNoise demotes benignStreamErrors to debug and passes everything else.
+type klogNoise struct{ slog.Handler }
+
+func (h *klogNoise) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level > slog.LevelDebug && isBenignStreamError(r) {
+		r.Level = slog.LevelDebug
+		if !h.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *klogNoise) WithAttrs(as []slog.Attr) slog.Handler {
+	return &klogNoise{h.Handler.WithAttrs(as)}
+}
+
+func (h *klogNoise) WithGroup(name string) slog.Handler {
+	return &klogNoise{h.Handler.WithGroup(name)}
+}
+
+func isBenignStreamError(r slog.Record) bool {
+	text := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		text += " " + a.Value.String()
+		return true
+	})
+	for _, s := range benignStreamErrors {
+		if strings.Contains(text, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // openAudit returns the audit logger, which writes one JSON object per line

@@ -101,3 +101,20 @@ func TestOpenAuditStdoutAndOff(t *testing.T) {
 		t.Error("openAudit in a missing directory succeeded")
 	}
 }
+
+// TestKlogNoiseDemoted: the errors client-go logs whenever a stream ends
+// normally go to debug; other client-go errors stay errors.
+func TestKlogNoiseDemoted(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(&klogNoise{slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})})
+	log.Error("Unhandled Error", "err", "read tcp 127.0.0.1:1->127.0.0.1:2: use of closed network connection")
+	log.Error("Websocket Ping failed", "err", "EOF")
+	log.Error("Failed to watch", "err", "connection refused")
+	out := buf.String()
+	if strings.Contains(out, "closed network connection") || strings.Contains(out, "Ping failed") {
+		t.Errorf("benign stream errors reached the info-level log:\n%s", out)
+	}
+	if !strings.Contains(out, "Failed to watch") {
+		t.Errorf("a real client-go error was dropped:\n%s", out)
+	}
+}
