@@ -146,18 +146,10 @@ func TestOpenSSH(t *testing.T) {
 		}
 		// The profile is picked up by the informer; a login before that
 		// is refused as unknown, so wait until a command runs in it.
-		var out string
-		deadline := time.Now().Add(kubetest.Timeout)
-		for time.Now().Before(deadline) {
-			if o, _, code := runCmd(t, s.ssh("alice+nofwd", "echo in-nofwd"), nil); code == 0 {
-				out = o
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if strings.TrimSpace(out) != "in-nofwd" {
-			t.Fatalf("profile nofwd never became usable")
-		}
+		eventually(t, kubetest.Timeout, "profile nofwd becoming usable", func() bool {
+			out, _, code := runCmd(t, s.ssh("alice+nofwd", "echo in-nofwd"), nil)
+			return code == 0 && strings.TrimSpace(out) == "in-nofwd"
+		})
 		local := freePort(t)
 		fwd := exec.Command("ssh", append(s.sshArgs(s.key, "-p", s.port, "-o", "ExitOnForwardFailure=no", "-L", local+":localhost:8080"), "alice+nofwd@127.0.0.1",
 			"mkdir -p /tmp/www && echo hello >/tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www")...)
@@ -167,18 +159,14 @@ func TestOpenSSH(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { fwd.Process.Kill(); fwd.Wait() }()
-		deadline = time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) && !strings.Contains(fwdErr.String(), "administratively prohibited") {
+		eventually(t, 30*time.Second, "ssh reporting the refused forward", func() bool {
 			if resp, err := http.Get("http://127.0.0.1:" + local + "/index.html"); err == nil {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				t.Fatalf("forward worked on a profile with forwarding off: %q", b)
 			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if !strings.Contains(fwdErr.String(), "administratively prohibited") {
-			t.Errorf("ssh did not report the refused forward; stderr %q", fwdErr.String())
-		}
+			return strings.Contains(fwdErr.String(), "administratively prohibited")
+		})
 	})
 	t.Run("wrong key refused", func(t *testing.T) {
 		c := exec.Command("ssh", append(s.sshArgs(filepath.Join(s.dir, "mallory"), "-p", s.port), "alice@127.0.0.1", "true")...)

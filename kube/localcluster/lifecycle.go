@@ -14,8 +14,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Up prepares everything a cluster needs (packages, binaries, image
@@ -131,11 +129,7 @@ func (o Options) Status(ctx context.Context, w io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(w, "kubeconfig: %s\n", o.Kubeconfig())
-	cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig())
-	if err != nil {
-		return err
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := o.adminClient()
 	if err != nil {
 		return err
 	}

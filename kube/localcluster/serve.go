@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -20,7 +20,7 @@ var ErrRunning = errors.New("a local cluster is already running")
 // file holds the lock for as long as it (or a child that inherited it) is
 // open.
 func (o Options) lock() (*os.File, error) {
-	if err := os.MkdirAll(strings.TrimSuffix(o.lockPath(), "/"+lastElem(o.lockPath())), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(o.lockPath()), 0o755); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(o.lockPath(), os.O_CREATE|os.O_RDWR, 0o644)
@@ -54,8 +54,6 @@ func (o Options) lockOrRecover() (*os.File, error) {
 	}
 	return o.lock()
 }
-
-func lastElem(p string) string { return p[strings.LastIndex(p, "/")+1:] }
 
 // supervisorPID reads the PID the running supervisor wrote into the lock.
 func (o Options) supervisorPID() int {

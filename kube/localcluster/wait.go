@@ -108,11 +108,7 @@ func (o Options) waitLog(ctx context.Context, procs []*proc, name, line string) 
 // waitNodeReady watches the node until it is Ready and the default
 // ServiceAccount exists (pods are refused before it does).
 func (o Options) waitNodeReady(ctx context.Context) error {
-	cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig())
-	if err != nil {
-		return err
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := o.adminClient()
 	if err != nil {
 		return err
 	}
@@ -144,4 +140,13 @@ func nodeReady(n *corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+// adminClient is a clientset for the cluster's admin kubeconfig.
+func (o Options) adminClient() (kubernetes.Interface, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
 }
