@@ -84,10 +84,24 @@ func FromPodTemplate(pt *corev1.PodTemplate) (*Profile, error) {
 		}
 		return nil, err
 	}
+	keepAlive(&p.Template.Spec)
 	if err := finish(p, loose); err != nil {
 		return nil, fmt.Errorf("podtemplate %q: %w", pt.Name, err)
 	}
 	return p, nil
+}
+
+// keepAlive gives the first container the default idle command when the
+// template names neither a command nor arguments for it. Such a container
+// would run the image's own CMD, which for a login image is typically a
+// shell: with no terminal and no stdin it exits at once, the pod (restart
+// policy Never) ends Succeeded, and the pool would classify every pod of
+// the profile as crashing. A template that sets command or args keeps
+// them: it means its entrypoint to stay up.
+func keepAlive(s *corev1.PodSpec) {
+	if c := firstContainer(s); c != nil && len(c.Command) == 0 && len(c.Args) == 0 {
+		c.Command = append([]string(nil), defaultIdleCommand...)
+	}
 }
 
 // parseAnnotations reads every podgate.io/ annotation into p. Unknown keys

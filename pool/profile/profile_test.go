@@ -214,6 +214,34 @@ func TestHashFollowsTemplate(t *testing.T) {
 	}
 }
 
+// TestTemplateWithoutCommandStaysUp covers a template that names no
+// command: the image's CMD (bash in the guest image) would exit at once
+// without stdin and every pod would end as a crash, so the first container
+// gets the idle command; a template with its own command or args keeps it.
+func TestTemplateWithoutCommandStaysUp(t *testing.T) {
+	p, err := FromPodTemplate(template(nil, oneContainer()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := p.Template.Spec.Containers[0]; !reflect.DeepEqual(c.Command, defaultIdleCommand) || len(c.Args) != 0 {
+		t.Errorf("template without a command: command %q args %q, want the idle command", c.Command, c.Args)
+	}
+	withArgs := oneContainer()
+	withArgs.Containers[0].Args = []string{"sleep", "infinity"}
+	withCmd := oneContainer()
+	withCmd.Containers[0].Command = []string{"/bin/sleep", "infinity"}
+	for _, spec := range []corev1.PodSpec{withArgs, withCmd} {
+		want := spec.Containers[0]
+		p, err := FromPodTemplate(template(nil, spec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := p.Template.Spec.Containers[0]; !reflect.DeepEqual(c.Command, want.Command) || !reflect.DeepEqual(c.Args, want.Args) {
+			t.Errorf("template's own command %q args %q became %q %q", want.Command, want.Args, c.Command, c.Args)
+		}
+	}
+}
+
 func TestFromConfig(t *testing.T) {
 	if _, err := FromConfig(DefaultProfileConfig{}); err == nil {
 		t.Error("no image accepted")
