@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podgate/podgate/cmd/podgate/podgatetest"
 	"github.com/podgate/podgate/kube/kubetest"
 )
 
@@ -28,9 +26,9 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		podgateBin = filepath.Join(dir, "podgate")
-		if out, err := exec.Command("go", "build", "-o", podgateBin, ".").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building podgate: %v\n%s", err, out)
+		podgateBin, err = podgatetest.Build(context.Background(), dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 		code := m.Run()
@@ -43,118 +41,68 @@ func TestMain(m *testing.M) {
 // server is a podgate process serving one test's namespace, and an OpenSSH
 // client set up to reach it as user alice.
 type server struct {
+	*podgatetest.Server
 	env     *kubetest.Env
 	dir     string
 	port    string
 	metrics string
 	key     string // alice's private key
-	stderr  *bytes.Buffer
+	stderr  *podgatetest.SafeBuffer
 	cmd     *exec.Cmd
-	exited  chan struct{} // closed once the process has been waited for
+	exited  <-chan struct{} // closed once the process has been waited for
 }
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := podgatetest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	_, p, _ := net.SplitHostPort(l.Addr().String())
 	return p
 }
 
 func keygen(t *testing.T, path string) {
 	t.Helper()
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	if err := podgatetest.Keygen(path); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // startPodgate runs the real binary against the test cluster with keys auth
-// (alice has a key; mallory's key is unknown) and extra environment.
+// (alice has a key; mallory's key, in dir/mallory, is unknown) and extra
+// environment, and waits for a warm pool.
 func startPodgate(t *testing.T, env *kubetest.Env, extra ...string) *server {
 	t.Helper()
-	s := &server{env: env, dir: t.TempDir(), port: freePort(t), metrics: freePort(t), stderr: &bytes.Buffer{}}
-	keys := filepath.Join(s.dir, "keys")
-	if err := os.Mkdir(keys, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	s.key = filepath.Join(s.dir, "alice")
-	keygen(t, s.key)
-	keygen(t, filepath.Join(s.dir, "mallory"))
-	pub, err := os.ReadFile(s.key + ".pub")
+	dir := t.TempDir()
+	ps, err := podgatetest.Start(context.Background(), podgatetest.Options{
+		Bin: podgateBin, Kubeconfig: kubetest.Kubeconfig(), Namespace: env.Namespace,
+		Dir: dir, Env: extra, WaitIdle: 1, Timeout: kubetest.Timeout,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(keys, "alice"), pub, 0o600); err != nil {
-		t.Fatal(err)
+	// Older tests name alice's and mallory's keys by user.
+	for _, u := range []string{"alice", "mallory"} {
+		if err := os.Link(ps.Keys[u], filepath.Join(dir, u)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	s.cmd = exec.Command(podgateBin)
-	s.cmd.Env = append([]string{
-		"PATH=" + os.Getenv("PATH"),
-		"KUBECONFIG=" + kubetest.Kubeconfig(),
-		"PODGATE_NAMESPACE=" + env.Namespace,
-		"PODGATE_LISTEN=127.0.0.1:" + s.port,
-		"PODGATE_METRICS_ADDR=127.0.0.1:" + s.metrics,
-		"PODGATE_AUTH_MODE=keys",
-		"PODGATE_AUTHORIZED_KEYS=" + keys,
-		"PODGATE_REPLICA_ID=e2e",
-		"PODGATE_HOST_KEY_PATH=" + filepath.Join(s.dir, "hostkey"),
-		"PODGATE_AUDIT_LOG=" + filepath.Join(s.dir, "audit.log"),
-		"PODGATE_IMAGE=" + kubetest.DebianImage,
-		"PODGATE_POOL_MIN=2",
-		"PODGATE_ENV_ALLOW=LANG,LC_*",
-		"PODGATE_LEASE_DURATION=5s",
-		"PODGATE_DRAIN_DEADLINE=10s",
-	}, extra...)
-	s.cmd.Stdout, s.cmd.Stderr = s.stderr, s.stderr
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	s.exited = exited
-	go func() { _ = s.cmd.Wait(); close(exited) }()
+	s := &server{Server: ps, env: env, dir: dir, port: ps.Port, metrics: ps.MetricsPort,
+		key: ps.Keys["alice"], stderr: ps.Log, cmd: ps.Cmd, exited: ps.Exited()}
 	t.Cleanup(func() {
-		_ = s.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-exited
+		if err := ps.Stop(30 * time.Second); err != nil {
+			t.Error(err)
 		}
 		if t.Failed() {
-			t.Logf("podgate log:\n%s", s.stderr.String())
+			t.Logf("podgate log:\n%s", ps.Log.String())
 		}
 	})
-	// Wait for /readyz: the process has no event to watch from here.
-	ctx, cancel := context.WithTimeout(context.Background(), kubetest.Timeout)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		resp, err := http.Get("http://127.0.0.1:" + s.metrics + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && s.idlePods() >= 1 {
-				return s
-			}
-		}
-		select {
-		case <-exited:
-			t.Fatalf("podgate exited:\n%s", s.stderr.String())
-		case <-ctx.Done():
-			t.Fatalf("podgate not ready:\n%s", s.stderr.String())
-		case <-tick.C:
-		}
-	}
+	return s
 }
 
 // sshArgs are the OpenSSH options every client in these tests uses.
 func (s *server) sshArgs(key string, extra ...string) []string {
-	return append([]string{"-F", "/dev/null", "-i", key, "-o", "IdentitiesOnly=yes",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-		"-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}, extra...)
+	return podgatetest.SSHOptions(key, extra...)
 }
 
 // ssh returns an OpenSSH client command for user (alice's key).
@@ -184,20 +132,7 @@ func runCmd(t *testing.T, cmd *exec.Cmd, stdin []byte) (string, string, int) {
 // idlePods reads the default profile's idle pod count from /metrics, so
 // tests start from a warm pool as users of a running podgate would.
 func (s *server) idlePods() int {
-	resp, err := http.Get("http://127.0.0.1:" + s.metrics + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "podgate_pool_pods{") && strings.Contains(line, `profile="default"`) && strings.Contains(line, `state="idle"`) {
-			var n float64
-			fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &n)
-			return int(n)
-		}
-	}
-	return 0
+	return int(s.IdlePods(context.Background(), "default"))
 }
 
 // eventually checks cond every 100 ms until it holds or timeout passes, and
