@@ -5,7 +5,7 @@
 # group), the CA bundle, /tmp (1777), USER 65532:65532, ENTRYPOINT
 # ["/podgate"], OCI labels.
 #
-# Usage: deploy/image/build.sh [archive.tar]
+# Usage: deploy/image/build.sh [archive.tar]   (default bin/podgate-image.tar)
 #   TAG                 image reference (default localhost/podgate:local)
 #   CONTAINERD_ADDRESS  containerd socket to import into (default: the local
 #                       cluster's); set IMPORT=0 to only write the archive,
@@ -14,7 +14,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 tag="${TAG:-localhost/podgate:local}"
-out="${1:-$root/podgate-image.tar}"
+out="${1:-$root/bin/podgate-image.tar}"
 address="${CONTAINERD_ADDRESS:-/var/lib/podgate-localcluster/containerd/containerd.sock}"
 ca="${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 
@@ -48,6 +48,7 @@ umoci config --image "$image" \
 	--config.label "org.opencontainers.image.version=${VERSION:-dev}" \
 	--config.label "org.opencontainers.image.revision=$rev"
 
+mkdir -p "$(dirname "$out")"
 rm -f "$out.tmp"
 skopeo copy --quiet "oci:$image" "docker-archive:$out.tmp:$tag"
 mv "$out.tmp" "$out"
