@@ -44,7 +44,7 @@ func (p *Pool) validProfile(name string) (*profile.Profile, error) {
 // refusal turns a pod failure into the error an SSH user sees.
 func refusal(prof string, f failure) error {
 	return &scheduler.Refusal{
-		Err:    fmt.Errorf("profile %q: %s: %w", prof, f.Reason, scheduler.ErrProfileDegraded),
+		Err:    fmt.Errorf("profile %q: %w: %w", prof, f.Err, scheduler.ErrProfileDegraded),
 		Reason: f.UserText,
 	}
 }

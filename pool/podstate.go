@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -66,10 +67,12 @@ func podReady(p *corev1.Pod) bool {
 }
 
 // failure is why a pod cannot start: Reason is a short CamelCase word for
-// metrics and logs; UserText is a safe sentence for an SSH user.
+// metrics and logs; UserText is a safe sentence for an SSH user; Err is the
+// reason's sentinel, which refusals wrap.
 type failure struct {
 	Reason   string
 	UserText string
+	Err      error
 }
 
 // Failure reasons, also the values of podgate_pod_create_failures_total's
@@ -83,13 +86,26 @@ const (
 	ReasonCreate           = "CreateError"
 )
 
+// Sentinel errors, one per failure reason. A refusal for a profile that
+// cannot start pods wraps both scheduler.ErrProfileDegraded and one of
+// these, so that callers and tests can tell with errors.Is why, not only
+// that, it was refused. Their text is the reason word, as in metrics.
 var (
-	failImagePull     = failure{ReasonImagePull, "the image for this environment cannot be pulled"}
-	failCrash         = failure{ReasonCrash, "this environment's container exits at start"}
-	failConfig        = failure{ReasonConfig, "this environment's container cannot be created"}
-	failUnschedulable = failure{ReasonUnschedulable, "no node has room for this environment"}
-	failTimeout       = failure{ReasonReadinessTimeout, "this environment does not become ready"}
-	failCreate        = failure{ReasonCreate, "this environment's pods are rejected by the cluster"}
+	ErrImagePull        = errors.New(ReasonImagePull)
+	ErrCrash            = errors.New(ReasonCrash)
+	ErrContainerConfig  = errors.New(ReasonConfig)
+	ErrUnschedulable    = errors.New(ReasonUnschedulable)
+	ErrReadinessTimeout = errors.New(ReasonReadinessTimeout)
+	ErrCreateRejected   = errors.New(ReasonCreate)
+)
+
+var (
+	failImagePull     = failure{ReasonImagePull, "the image for this environment cannot be pulled", ErrImagePull}
+	failCrash         = failure{ReasonCrash, "this environment's container exits at start", ErrCrash}
+	failConfig        = failure{ReasonConfig, "this environment's container cannot be created", ErrContainerConfig}
+	failUnschedulable = failure{ReasonUnschedulable, "no node has room for this environment", ErrUnschedulable}
+	failTimeout       = failure{ReasonReadinessTimeout, "this environment does not become ready", ErrReadinessTimeout}
+	failCreate        = failure{ReasonCreate, "this environment's pods are rejected by the cluster", ErrCreateRejected}
 )
 
 // podFailure classifies a pod that will never become Ready on its own. It

@@ -189,25 +189,55 @@ func TestIntegrationReplicaDeathReaped(t *testing.T) {
 	}
 }
 
-// TestIntegrationUnpullableImage proves a broken profile fails fast with a
-// plain reason, is marked degraded, and costs a bounded number of pods over
-// time instead of churning.
+// probesWithin returns the most idle probe pods the backoff lets the leader
+// create in window: the first at once, then one per wait, where the k-th
+// wait is base doubled k-1 times, capped at ceiling (see health.fail). More
+// failures (cold pods failing too) only lengthen the waits, so this is an
+// upper bound.
+func probesWithin(window, base, ceiling time.Duration) int {
+	n, spent, wait := 1, time.Duration(0), base
+	for {
+		spent += min(wait, ceiling)
+		if spent > window {
+			return n
+		}
+		n++
+		wait *= 2
+	}
+}
+
+// TestIntegrationUnpullableImage proves that a profile whose image cannot
+// be pulled refuses users fast with that reason, is marked degraded, and
+// over a full minute costs no more pods than its backoff schedule allows
+// instead of churning.
 func TestIntegrationUnpullableImage(t *testing.T) {
-	const window = 20 * time.Second
+	const window = time.Minute
 	env := kubetest.New(t)
 	w := watchPods(t, env)
 	prof := busybox(t, "broken", 5)
 	prof.Template.Spec.Containers[0].Image = "localhost/podgate-does-not-exist:local"
 	opts := fastOptions(env.Namespace, "r1")
-	r := startReplica(t, env, "r1", prof, opts, nil)
 	start := time.Now()
+	r := startReplica(t, env, "r1", prof, opts, nil)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), window+15*time.Second)
 	defer cancel()
-	_, err := r.pool.Create(ctx, "broken", claimFor("carol", "c1"), nil)
+	coldCalls := 0
+	create := func(user string) error {
+		coldCalls++
+		_, err := r.pool.Create(ctx, "broken", claimFor(user, user), nil)
+		return err
+	}
+	begin := time.Now()
+	err := create("carol")
+	waited := time.Since(begin)
 	var ref *scheduler.Refusal
-	if !errors.Is(err, scheduler.ErrProfileDegraded) || !errors.As(err, &ref) {
-		t.Fatalf("Create on a broken image: %v, want a Refusal wrapping ErrProfileDegraded", err)
+	if !errors.Is(err, ErrImagePull) || !errors.Is(err, scheduler.ErrProfileDegraded) || !errors.As(err, &ref) {
+		t.Fatalf("Create on a broken image: %v, want a Refusal wrapping ErrImagePull and ErrProfileDegraded", err)
+	}
+	// Fast means on the pull failure, not at the end of the wait budget.
+	if waited >= prof.MaxWait {
+		t.Errorf("refused after %s, the whole max wait of %s", waited, prof.MaxWait)
 	}
 	if msg := scheduler.UserMessage(err); msg != "podgate: the image for this environment cannot be pulled" {
 		t.Errorf("user message %q", msg)
@@ -217,22 +247,29 @@ func TestIntegrationUnpullableImage(t *testing.T) {
 	}
 	// While degraded, a second user is refused at once or after one
 	// more probe; either way with the same reason.
-	if _, err := r.pool.Create(ctx, "broken", claimFor("dave", "c2"), nil); !errors.Is(err, scheduler.ErrProfileDegraded) {
-		t.Errorf("second Create: %v", err)
+	if err := create("dave"); !errors.Is(err, ErrImagePull) {
+		t.Errorf("second Create: %v, want ErrImagePull", err)
 	}
 
-	// Observe the pool for a while: creations must follow the backoff.
+	// Observe the pool for the rest of the minute: creations must follow
+	// the backoff.
 	timer := time.NewTimer(window - time.Since(start))
 	<-timer.C
 	created := w.created("broken")
-	// Backoff 1s, 2s, 4s, 8s, 8s... allows about 6 probes in 20s, plus the
-	// two cold pods; a churning pool would make one per Resync or more.
-	if created > 10 {
-		t.Errorf("%d pods created in %s for a broken profile: the pool churns", created, window)
+	bound := probesWithin(window, opts.BackoffBase, opts.BackoffMax) + coldCalls
+	if created > bound {
+		t.Errorf("%d pods created in %s for a broken profile, the backoff (%s doubling to %s) allows %d: the pool churns",
+			created, window, opts.BackoffBase, opts.BackoffMax, bound)
+	}
+	if created < 2 {
+		t.Errorf("%d pods created in %s: the pool gave up instead of backing off", created, window)
 	}
 	failures := metricValue(r.pool.metrics.createFailures.WithLabelValues("broken", ReasonImagePull))
 	if failures < 1 {
 		t.Errorf("podgate_pod_create_failures_total{reason=ImagePull} = %v", failures)
 	}
-	t.Logf("%d pods, %v failures in %s", created, failures, window)
+	if got := metricValue(r.pool.metrics.degraded.WithLabelValues("broken")); got != 1 {
+		t.Errorf("podgate_profile_degraded = %v after %s, want 1", got, window)
+	}
+	t.Logf("%d pods (bound %d), %v ImagePull failures in %s; first refusal after %s", created, bound, failures, window, waited.Round(time.Millisecond))
 }
