@@ -419,7 +419,11 @@ func (p *Pool) sizerLocked(prof *profile.Profile, now time.Time) *sizer {
 		s = newSizer(prof.PoolMin, prof.PoolMax, now)
 		p.sizers[prof.Name] = s
 	}
-	s.setBounds(prof.PoolMin, prof.PoolMax)
+	hi := prof.PoolMax
+	if prof.NoGrow {
+		hi = prof.PoolMin
+	}
+	s.setBounds(prof.PoolMin, hi)
 	return s
 }
 

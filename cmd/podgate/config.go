@@ -116,6 +116,7 @@ type ProfileConfig struct {
 	IdleCommand     []string       `env:"IDLE_COMMAND" envSeparator:" " envDefault:"sleep infinity" desc:"Command a guest container runs while it waits for a user, as space-separated words; it must keep running until the pod is deleted."`
 	PoolMin         int            `env:"POOL_MIN" envDefault:"2" min:"0" desc:"Idle pods kept warm so that logins do not wait for a pod to start."`
 	PoolMax         int            `env:"POOL_MAX" envDefault:"10" min:"1" desc:"Most pods of this profile at once, idle, starting and in use together."`
+	PoolGrow        bool           `env:"POOL_GROW" envDefault:"true" desc:"Whether a miss (a login that waited for a new pod) raises the idle target above PODGATE_POOL_MIN for a while. With false the target stays at PODGATE_POOL_MIN, so PODGATE_POOL_MIN=0 means no warm pool: every login gets a pod created when it connects."`
 	Mode            scheduler.Mode `env:"MODE" envDefault:"connection" enum:"connection|session" desc:"With connection, each SSH connection gets one pod shared by its sessions; with session, every session channel gets a fresh pod."`
 	Shell           []string       `env:"SHELL" envSeparator:" " envDefault:"/bin/bash -l" desc:"Command run for an interactive login (ssh host), as space-separated words."`
 	ExecWrapper     []string       `env:"EXEC_WRAPPER" envSeparator:" " envDefault:"/bin/sh -c" desc:"Command that runs a user's exec request (ssh host CMD), as space-separated words; the user's command is appended as one argument."`

@@ -43,6 +43,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"image", cfg.Profile.Image, "localhost/podgate-debian:local"},
 		{"pool min", cfg.Profile.PoolMin, 2},
 		{"pool max", cfg.Profile.PoolMax, 10},
+		{"pool grow", cfg.Profile.PoolGrow, true},
 		{"mode", cfg.Profile.Mode, scheduler.ModeConnection},
 		{"exec wrapper", cfg.Profile.ExecWrapper, []string{"/bin/sh", "-c"}},
 		{"metrics addr", cfg.Ops.MetricsAddr, "127.0.0.1:9090"},
@@ -60,7 +61,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 func TestLoadConfigReadsValues(t *testing.T) {
 	environ := append(validEnv(t),
-		"PODGATE_POOL_MIN=0", "PODGATE_MODE=session", "PODGATE_IDLE_TIMEOUT=90s",
+		"PODGATE_POOL_MIN=0", "PODGATE_POOL_GROW=false", "PODGATE_MODE=session", "PODGATE_IDLE_TIMEOUT=90s",
 		"PODGATE_PORT_FORWARDING=true", "PODGATE_ENV_ALLOW=LANG,FOO_*", "PODGATE_KUBE_QPS=12.5",
 		"PODGATE_POD_MEMORY_LIMIT=1Gi", "PODGATE_LOG_LEVEL=debug",
 		"PODGATE_SERVICE_HOST=10.0.0.1", "PODGATE_PORT_22_TCP=tcp://10.0.0.1:22", // service links are tolerated
@@ -69,7 +70,7 @@ func TestLoadConfigReadsValues(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
-	if cfg.Profile.PoolMin != 0 || cfg.Profile.Mode != scheduler.ModeSession || cfg.Profile.IdleTimeout != 90*time.Second ||
+	if cfg.Profile.PoolMin != 0 || cfg.Profile.PoolGrow || cfg.Profile.Mode != scheduler.ModeSession || cfg.Profile.IdleTimeout != 90*time.Second ||
 		!cfg.Profile.PortForwarding || !reflect.DeepEqual(cfg.Profile.EnvAllow, []string{"LANG", "FOO_*"}) ||
 		cfg.Kube.QPS != 12.5 || cfg.Limits.MemoryLimit.Value() != 1<<30 || cfg.Ops.LogLevel.Level().String() != "DEBUG" {
 		t.Errorf("values not read as set: %+v", cfg)

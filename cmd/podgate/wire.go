@@ -81,7 +81,7 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	}
 	def, err := profile.FromConfig(profile.DefaultProfileConfig{
 		Image: cfg.Profile.Image, IdleCommand: cfg.Profile.IdleCommand,
-		PoolMin: cfg.Profile.PoolMin, PoolMax: cfg.Profile.PoolMax, Mode: cfg.Profile.Mode,
+		PoolMin: cfg.Profile.PoolMin, PoolMax: cfg.Profile.PoolMax, NoGrow: !cfg.Profile.PoolGrow, Mode: cfg.Profile.Mode,
 		Shell: cfg.Profile.Shell, ExecWrapper: cfg.Profile.ExecWrapper, SFTPServer: sftp,
 		EnvAllow: cfg.Profile.EnvAllow, PortForwarding: cfg.Profile.PortForwarding,
 		IdleTimeout: cfg.Profile.IdleTimeout, MaxSession: cfg.Profile.MaxSession,

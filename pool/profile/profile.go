@@ -42,6 +42,10 @@ type Profile struct {
 	Hash    string
 	PoolMin int
 	PoolMax int
+	// NoGrow keeps the idle target at PoolMin: misses do not raise it.
+	// With PoolMin 0 the profile has no warm pool and every login gets a
+	// pod created when it connects (the cold way, e.g. for comparison).
+	NoGrow bool
 	// Source names where the profile came from, for logs
 	// ("config" or "podtemplate/NAME").
 	Source string
@@ -64,6 +68,7 @@ type DefaultProfileConfig struct {
 	IdleCommand     []string // default: a sleep loop that exits on SIGTERM
 	PoolMin         int
 	PoolMax         int
+	NoGrow          bool           // see Profile.NoGrow
 	Mode            scheduler.Mode // default connection
 	Shell           []string       // default ["/bin/sh", "-l"]
 	ExecWrapper     []string       // default ["/bin/sh", "-c"]
@@ -158,7 +163,7 @@ func FromConfig(c DefaultProfileConfig) (*Profile, error) {
 		ObjectMeta: metav1.ObjectMeta{},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{ctr}},
 	}
-	p := &Profile{Policy: pol, Template: tmpl, PoolMin: c.PoolMin, PoolMax: c.PoolMax, Source: "config"}
+	p := &Profile{Policy: pol, Template: tmpl, PoolMin: c.PoolMin, PoolMax: c.PoolMax, NoGrow: c.NoGrow, Source: "config"}
 	if err := finish(p, Loosening{}); err != nil {
 		return nil, fmt.Errorf("default profile: %w", err)
 	}
