@@ -28,7 +28,8 @@ func (s *session) watch(ctx context.Context, st scheduler.Settings, cut context.
 	s.mu.Lock()
 	tty := s.nl == "\r\n"
 	s.mu.Unlock()
-	warnBefore := s.c.srv.cfg.WarnBefore
+	maxLead := warnLead(st.MaxSession, s.c.srv.cfg.WarnBefore)
+	idleLead := warnLead(st.IdleTimeout, s.c.srv.cfg.WarnBefore)
 	start := time.Unix(0, s.lastActive.Load())
 	var idleWarnedAt time.Time // zero: no idle warning pending
 	maxWarned := false
@@ -50,12 +51,12 @@ func (s *session) watch(ctx context.Context, st scheduler.Settings, cut context.
 				s.notify(fmt.Sprintf("podgate: this session reached its maximum length of %v. Goodbye.", st.MaxSession))
 				cut()
 				return cutMaxSession
-			case tty && !maxWarned && !now.Before(end.Add(-warnBefore)):
+			case tty && !maxWarned && !now.Before(end.Add(-maxLead)):
 				maxWarned = true
 				s.notify(fmt.Sprintf("podgate: this session reaches its maximum length in %v", end.Sub(now).Round(time.Second)))
 			}
 			if tty && !maxWarned {
-				at(end.Add(-warnBefore))
+				at(end.Add(-maxLead))
 			} else {
 				at(end)
 			}
@@ -71,12 +72,12 @@ func (s *session) watch(ctx context.Context, st scheduler.Settings, cut context.
 				s.notify(fmt.Sprintf("podgate: no activity for %v, closing this session. Goodbye.", st.IdleTimeout))
 				cut()
 				return cutIdle
-			case tty && idleWarnedAt.IsZero() && !now.Before(end.Add(-warnBefore)):
+			case tty && idleWarnedAt.IsZero() && !now.Before(end.Add(-idleLead)):
 				idleWarnedAt = now
 				s.notify(fmt.Sprintf("podgate: this session will be closed in %v for inactivity; press a key to keep it open", end.Sub(now).Round(time.Second)))
 			}
 			if tty && idleWarnedAt.IsZero() {
-				at(end.Add(-warnBefore))
+				at(end.Add(-idleLead))
 			} else {
 				at(end)
 			}
@@ -88,4 +89,13 @@ func (s *session) watch(ctx context.Context, st scheduler.Settings, cut context.
 		case <-t.C:
 		}
 	}
+}
+
+// warnLead is how long before a cut-off of limit a terminal user is warned:
+// warnBefore, but never more than half the limit. Without that cap a limit
+// shorter than warnBefore (an idle timeout of 30s against the default
+// minute) would warn at the very start of a session, and again at once
+// after every keystroke that clears a warning.
+func warnLead(limit, warnBefore time.Duration) time.Duration {
+	return min(warnBefore, limit/2)
 }
