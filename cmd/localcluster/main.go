@@ -5,6 +5,9 @@
 //	localcluster down          stop and remove everything, even after a SIGKILL
 //	localcluster status        kubeconfig path, node state, images
 //	localcluster kubeconfig    print the admin kubeconfig path
+//	localcluster component stop|start NAME [-max-down 2m] [-direct]
+//	                           stop or start one daemon of the running
+//	                           cluster (kube-apiserver, etcd, kubelet, ...)
 package main
 
 import (
@@ -38,11 +41,20 @@ func run() error {
 	cache := fs.String("cache", localcluster.DefaultCacheDir(), "cache for built binaries and image archives")
 	source := fs.String("source", defaultSource(), "the kube/localcluster directory of the podgate checkout")
 	reuse := fs.Bool("reuse", false, "with up: succeed if a cluster is already running")
+	maxDown := fs.Duration("max-down", localcluster.DefaultMaxDown, "with component stop: the supervisor starts the daemon again after this long")
+	direct := fs.Bool("direct", false, "with component stop: stop the daemon from this process when the supervisor serves no control socket")
 	if len(os.Args) < 2 {
-		return errors.New("usage: localcluster up|down|status|kubeconfig [flags]")
+		return errors.New("usage: localcluster up|down|status|kubeconfig|component [flags]")
 	}
-	verb := os.Args[1]
-	if err := fs.Parse(os.Args[2:]); err != nil {
+	verb, args := os.Args[1], os.Args[2:]
+	var compVerb, compName string
+	if verb == "component" {
+		if len(args) < 2 {
+			return fmt.Errorf("usage: localcluster component stop|start NAME [flags]; NAME is one of %v", localcluster.Components())
+		}
+		compVerb, compName, args = args[0], args[1], args[2:]
+	}
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	o := localcluster.Options{
@@ -86,8 +98,16 @@ func run() error {
 	case "kubeconfig":
 		fmt.Println(o.Kubeconfig())
 		return nil
+	case "component":
+		switch compVerb {
+		case "stop":
+			return o.StopComponent(ctx, compName, *maxDown, *direct)
+		case "start":
+			return o.StartComponent(ctx, compName)
+		}
+		return fmt.Errorf("unknown component command %q (want stop or start)", compVerb)
 	}
-	return fmt.Errorf("unknown command %q (want up, down, status or kubeconfig)", verb)
+	return fmt.Errorf("unknown command %q (want up, down, status, kubeconfig or component)", verb)
 }
 
 // defaultSource finds kube/localcluster next to this command's source, which

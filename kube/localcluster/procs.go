@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -15,6 +16,9 @@ type proc struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	err  error         // set before done is closed
+	// deliberate is set before a control request stops the daemon, so
+	// that its exit is not reported as a failure.
+	deliberate atomic.Bool
 }
 
 func (o Options) start(c component) (*proc, error) {

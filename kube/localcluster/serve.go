@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // ErrRunning is returned by Up when a cluster is already running.
@@ -92,9 +90,9 @@ func (o Options) Serve(ctx context.Context, lockFile *os.File) error {
 		return fmt.Errorf("writing configs: %w", err)
 	}
 	comps := o.components(ip)
-	var procs []*proc
+	d := newDaemons()
 	defer func() {
-		o.stopAll(procs)
+		o.stopAll(d.list())
 		if pid := o.supervisorPID(); pid != os.Getpid() {
 			// Another supervisor owns the state directory now; cleaning up
 			// would tear down its cluster.
@@ -111,7 +109,8 @@ func (o Options) Serve(ctx context.Context, lockFile *os.File) error {
 		for _, n := range names {
 			p, err := o.start(comps[n])
 			if p != nil {
-				procs = append(procs, p)
+				d.add(p)
+				o.track(ctx, p)
 			}
 			if err != nil {
 				return err
@@ -123,13 +122,13 @@ func (o Options) Serve(ctx context.Context, lockFile *os.File) error {
 	if err := start("etcd"); err != nil {
 		return err
 	}
-	if err := o.waitHTTP(ctx, procs, "http://127.0.0.1:2379/health"); err != nil {
+	if err := o.waitHTTP(ctx, d.list(), "http://127.0.0.1:2379/health"); err != nil {
 		return fmt.Errorf("waiting for etcd: %w", err)
 	}
 	if err := start("kube-apiserver"); err != nil {
 		return err
 	}
-	if err := o.waitHTTP(ctx, procs, "https://127.0.0.1:"+apiPort+"/readyz"); err != nil {
+	if err := o.waitHTTP(ctx, d.list(), "https://127.0.0.1:"+apiPort+"/readyz"); err != nil {
 		return fmt.Errorf("waiting for kube-apiserver: %w", err)
 	}
 	o.Log.Info("API server ready", "after", time.Since(t0).Round(time.Millisecond))
@@ -138,7 +137,7 @@ func (o Options) Serve(ctx context.Context, lockFile *os.File) error {
 	}
 	// The kubelet exits with "server is not initialized yet" if it starts
 	// before containerd's CRI plugin.
-	if err := o.waitLog(ctx, procs, "containerd", "Start streaming server"); err != nil {
+	if err := o.waitLog(ctx, d.list(), "containerd", "Start streaming server"); err != nil {
 		return fmt.Errorf("waiting for containerd: %w", err)
 	}
 	if err := o.importImages(ctx); err != nil {
@@ -154,25 +153,13 @@ func (o Options) Serve(ctx context.Context, lockFile *os.File) error {
 	if err := writeFile(o.readyPath(), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return err
 	}
-	return o.watch(ctx, procs)
-}
-
-// watch waits for the end of ctx, logging any daemon that exits on its own
-// (fault tests stop and start daemons on purpose).
-func (o Options) watch(ctx context.Context, procs []*proc) error {
-	g, ctx := errgroup.WithContext(ctx)
-	for _, p := range procs {
-		g.Go(func() error {
-			select {
-			case <-p.done:
-				o.Log.Warn("daemon exited", "name", p.name, "err", p.err)
-			case <-ctx.Done():
-			}
-			return nil
-		})
+	// Daemons that exit on their own are only logged (see track): fault
+	// tests stop and start them on purpose through the control socket.
+	if err := o.serveControl(ctx, d, comps); err != nil {
+		o.Log.Warn("component control is off", "err", err)
+		<-ctx.Done()
 	}
-	<-ctx.Done()
-	return g.Wait()
+	return nil
 }
 
 // stopAll stops the daemons in the reverse of the order they started,
