@@ -36,7 +36,9 @@ func TestParseRequest(t *testing.T) {
 
 func TestDaemonsTable(t *testing.T) {
 	d := newDaemons()
-	mk := func(name string) *proc { return &proc{name: name, cmd: exec.Command("true"), done: make(chan struct{})} }
+	mk := func(name string) *proc {
+		return &proc{name: name, cmd: exec.Command("true"), done: make(chan struct{})}
+	}
 	a, b := mk("etcd"), mk("kube-apiserver")
 	d.add(a)
 	d.add(b)
