@@ -1,0 +1,443 @@
+package deploy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/podgate/podgate/kube"
+	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/kube/localcluster"
+	"github.com/podgate/podgate/pool"
+)
+
+// The namespaces deploy/base creates. No other test uses them.
+const (
+	podgateNS = "podgate"
+	guestNS   = "podgate-guests"
+	// sshUser is the user whose key the test puts in the
+	// podgate-authorized-keys ConfigMap.
+	sshUser = "tester"
+)
+
+// TestDeployIntoLocalCluster is issue #5's proof that deploy/ works as an
+// operator would use it: every kustomization passes a server-side dry run,
+// then the local overlay, with the image built by deploy/image/build.sh,
+// runs podgate as two replicas inside the cluster, and OpenSSH logs in
+// through the Service and lands in a guest pod. The login exercises the
+// in-cluster configuration and the RBAC for real; `kubectl auth can-i` and
+// impersonated requests then show what the ServiceAccount must not do.
+func TestDeployIntoLocalCluster(t *testing.T) {
+	cfg := kubetest.RESTConfig(t) // skips without a cluster
+	k := findKubectl(t)
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+
+	// A run killed half-way leaves the namespaces behind: start clean, and
+	// leave clean whatever happens.
+	if err := deleteNamespaces(ctx, cs, podgateNS, guestNS); err != nil {
+		t.Fatalf("removing leftovers of an earlier run: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := deleteNamespaces(ctx, cs, podgateNS, guestNS); err != nil {
+			t.Errorf("cleaning up: %v", err)
+		}
+	})
+
+	dryRun(ctx, t, k)
+
+	local := filepath.Clean(kubetest.Kubeconfig()) == filepath.Clean(localcluster.DefaultStateDir+"/admin.kubeconfig")
+	if !local {
+		t.Skip("deploying needs the local cluster: deploy/image/build.sh imports the image into its containerd")
+	}
+
+	start := time.Now()
+	build := exec.CommandContext(ctx, repoDir(t, "image/build.sh"), filepath.Join(t.TempDir(), "podgate.tar"))
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("deploy/image/build.sh: %v\n%s", err, out)
+	}
+	t.Logf("image built and imported in %v", time.Since(start).Round(time.Millisecond))
+
+	keyFile := overlayWithKey(t)
+	start = time.Now()
+	if _, _, err := k.run(ctx, nil, "apply", "-k", filepath.Dir(keyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := k.run(ctx, nil, "-n", podgateNS, "rollout", "status", "deployment/podgate", "--timeout=150s"); err != nil {
+		logPodgate(t, k)
+		t.Fatal(err)
+	}
+	t.Logf("2 replicas rolled out in %v", time.Since(start).Round(time.Millisecond))
+
+	// Through a port-forward to the Service, as an operator would try it,
+	// and through the NodePort the local overlay publishes, which goes
+	// through kube-proxy and the Service's endpoints.
+	port := portForward(ctx, t, k)
+	nodeIP := nodeAddress(ctx, t, cs)
+	knownHosts := knownHostsFromSecret(ctx, t, cs, "[127.0.0.1]:"+port, "["+nodeIP+"]:30022")
+	checkLogin(ctx, t, cs, k, keyFile, knownHosts, "127.0.0.1", port)
+	checkLogin(ctx, t, cs, k, keyFile, knownHosts, nodeIP, "30022")
+	checkRBAC(ctx, t, k, cfg)
+}
+
+// dryRun validates every kustomization against the API server. The
+// namespaces are created for real first (from the rendered manifests),
+// because a dry run of a namespaced object in a missing namespace fails.
+// Custom resources whose CRDs the cluster lacks are left to
+// TestDeployMonitoringOffline. Pod Security warnings fail the test: podgate
+// runs under the restricted standard.
+func dryRun(ctx context.Context, t *testing.T, k kubectl) {
+	t.Helper()
+	base := render(ctx, t, k, repoDir(t, "base"))
+	var namespaces []doc
+	for _, d := range base {
+		if d.Kind == "Namespace" {
+			namespaces = append(namespaces, d)
+		}
+	}
+	if len(namespaces) != 2 {
+		t.Fatalf("deploy/base has %d namespaces, want podgate and podgate-guests", len(namespaces))
+	}
+	if _, _, err := k.run(ctx, join(namespaces), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"base", "overlays/local", "overlays/kind", "overlays/with-monitoring"} {
+		var docs []doc
+		custom := 0
+		for _, d := range render(ctx, t, k, repoDir(t, dir)) {
+			if d.group() == "monitoring.coreos.com" {
+				custom++
+				continue
+			}
+			docs = append(docs, d)
+		}
+		if dir == "overlays/with-monitoring" && custom != 2 {
+			t.Errorf("%s: %d monitoring.coreos.com objects, want a ServiceMonitor and a PrometheusRule", dir, custom)
+		}
+		out, stderr, err := k.run(ctx, join(docs), "apply", "--dry-run=server", "-f", "-")
+		if err != nil {
+			t.Fatalf("dry run of %s: %v", dir, err)
+		}
+		if strings.Contains(stderr, "PodSecurity") {
+			t.Errorf("dry run of %s: Pod Security warnings:\n%s", dir, stderr)
+		}
+		t.Logf("dry run of %s: %d objects accepted (%d custom resources validated offline)", dir, strings.Count(out, "(server dry run)"), custom)
+		if n := strings.Count(out, "(server dry run)"); n != len(docs) {
+			t.Errorf("dry run of %s: %d objects reported, want %d:\n%s", dir, n, len(docs), out)
+		}
+	}
+}
+
+// overlayWithKey writes a kustomization that takes deploy/overlays/local as
+// it is and fills the podgate-authorized-keys ConfigMap with a fresh key of
+// sshUser, the way an operator adds users. It returns the private key file.
+func overlayWithKey(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "id_ed25519")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", sshUser, "-f", keyFile).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	// kustomize accepts only relative paths to other kustomizations.
+	rel, err := filepath.Rel(dir, repoDir(t, "overlays/local"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kustomization := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %s
+configMapGenerator:
+  - name: podgate-authorized-keys
+    namespace: %s
+    behavior: replace
+    files:
+      - %s=id_ed25519.pub
+`, rel, podgateNS, sshUser)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return keyFile
+}
+
+// portForward runs `kubectl port-forward svc/podgate` on a free local port
+// for the rest of the test and returns that port.
+func portForward(ctx context.Context, t *testing.T, k kubectl) string {
+	t.Helper()
+	pfCtx, stop := context.WithCancel(ctx)
+	cmd := exec.CommandContext(pfCtx, k.path, "-n", podgateNS,
+		"port-forward", "--address", "127.0.0.1", "service/podgate", "0:22")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+k.kubeconfig)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stop()
+		_ = cmd.Wait()
+	})
+	ports := make(chan string, 1)
+	go func() {
+		re := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+) ->`)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case ports <- m[1]:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case p := <-ports:
+		return p
+	case <-time.After(30 * time.Second):
+		t.Fatal("kubectl port-forward did not report its port within 30s")
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	return ""
+}
+
+// nodeAddress is the node's InternalIP, where NodePorts are served.
+func nodeAddress(ctx context.Context, t *testing.T, cs kubernetes.Interface) string {
+	t.Helper()
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Items {
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				return a.Address
+			}
+		}
+	}
+	t.Fatal("no node has an InternalIP")
+	return ""
+}
+
+// knownHostsFromSecret writes a known_hosts file holding the public half of
+// the host key in the podgate-hostkey Secret, which the first replica
+// created through its in-cluster config. ssh then checks that the replica it
+// reaches serves exactly that key.
+func knownHostsFromSecret(ctx context.Context, t *testing.T, cs kubernetes.Interface, hosts ...string) string {
+	t.Helper()
+	secret, err := cs.CoreV1().Secrets(podgateNS).Get(ctx, "podgate-hostkey", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the host-key Secret podgate should have created: %v", err)
+	}
+	signer, err := ssh.ParsePrivateKey(secret.Data[kube.HostKeyDataKey])
+	if err != nil {
+		t.Fatalf("parsing the host key in Secret podgate-hostkey: %v", err)
+	}
+	line := fmt.Sprintf("%s %s", strings.Join(hosts, ","), ssh.MarshalAuthorizedKey(signer.PublicKey()))
+	file := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(file, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// checkLogin runs a command with OpenSSH through the port-forward and checks
+// where it ran while the session is still open: a guest pod in the guest
+// namespace, claimed by one of the podgate replicas for sshUser, with no
+// ServiceAccount token and a non-root uid.
+func checkLogin(ctx context.Context, t *testing.T, cs kubernetes.Interface, k kubectl, keyFile, knownHosts, host, port string) {
+	t.Helper()
+	const marker = "podgate-deploy-test-ready"
+	remote := "hostname; cat /var/run/secrets/kubernetes.io/serviceaccount/token 2>&1 | head -c 20; echo; id -u; echo " + marker + "; cat >/dev/null"
+	sshCtx, stop := context.WithTimeout(ctx, 2*time.Minute)
+	defer stop()
+	cmd := exec.CommandContext(sshCtx, "ssh", "-F", "/dev/null", "-p", port, "-i", keyFile,
+		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=30",
+		"-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile="+knownHosts,
+		sshUser+"@"+host, remote)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan []string, 1)
+	go func() {
+		var got []string
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			got = append(got, sc.Text())
+			if sc.Text() == marker {
+				break
+			}
+		}
+		lines <- got
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	var got []string
+	select {
+	case got = <-lines:
+	case <-sshCtx.Done():
+	}
+	if len(got) != 4 || got[3] != marker {
+		stop()
+		_ = cmd.Wait()
+		logPodgate(t, k)
+		t.Fatalf("ssh output = %q, want hostname, token line, uid, marker; stderr:\n%s", got, stderr.String())
+	}
+	hostname, token, uid := got[0], got[1], got[2]
+	t.Logf("ssh to %s:%s ran in %s: token line %q, uid %s", host, port, hostname, token, uid)
+
+	// The session is open: the pod must be claimed now.
+	pod, err := cs.CoreV1().Pods(guestNS).Get(ctx, hostname, metav1.GetOptions{})
+	if err != nil {
+		t.Errorf("hostname %q is not a pod in %s: %v", hostname, guestNS, err)
+	} else {
+		checkGuestPod(ctx, t, cs, pod)
+	}
+	if strings.HasPrefix(token, "eyJ") || !strings.HasPrefix(token, "cat:") {
+		t.Errorf("the guest pod can read a ServiceAccount token (got %q)", token)
+	}
+	if uid == "0" || uid == "" {
+		t.Errorf("the user's command ran as uid %q, want non-root", uid)
+	}
+
+	_ = stdin.Close() // ends `cat`, so the command exits 0
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("ssh: %v; stderr:\n%s", err, stderr.String())
+	}
+}
+
+// checkGuestPod checks that pod is a guest pod claimed by a running podgate
+// replica for sshUser, with no ServiceAccount token mounted.
+func checkGuestPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, pod *corev1.Pod) {
+	t.Helper()
+	replicas, err := cs.CoreV1().Pods(podgateNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podgate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range replicas.Items {
+		names = append(names, r.Name)
+	}
+	if len(names) != 2 {
+		t.Errorf("podgate replicas = %v, want 2", names)
+	}
+	if got := pod.Labels[pool.LabelState]; got != pool.StateClaimed {
+		t.Errorf("pod %s state label = %q, want %q", pod.Name, got, pool.StateClaimed)
+	}
+	if owner := pod.Labels[pool.LabelOwner]; !slices.Contains(names, owner) {
+		t.Errorf("pod %s is owned by %q, not by a podgate replica %v", pod.Name, owner, names)
+	}
+	if user := pod.Annotations[pool.AnnUser]; user != sshUser {
+		t.Errorf("pod %s is claimed for user %q, want %q", pod.Name, user, sshUser)
+	}
+	if a := pod.Spec.AutomountServiceAccountToken; a == nil || *a {
+		t.Errorf("pod %s automountServiceAccountToken = %v, want false", pod.Name, a)
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Projected != nil {
+			t.Errorf("pod %s has a projected volume %q (a ServiceAccount token?)", pod.Name, v.Name)
+		}
+	}
+	t.Logf("guest pod %s: claimed by replica %s for %s", pod.Name, pod.Labels[pool.LabelOwner], pod.Annotations[pool.AnnUser])
+}
+
+// logPodgate puts the replicas' last log lines into a failing test's output.
+func logPodgate(t *testing.T, k kubectl) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, _, err := k.run(ctx, nil, "-n", podgateNS, "logs", "-l", "app.kubernetes.io/name=podgate", "--tail=30", "--prefix")
+	t.Logf("podgate logs (err %v):\n%s", err, out)
+	out, _, _ = k.run(ctx, nil, "get", "pods", "-A", "-o", "wide")
+	t.Logf("pods:\n%s", out)
+}
+
+// deleteNamespaces deletes the namespaces and waits until they are gone.
+// Their pods are deleted at once (grace 0): podgate's drain and the guests'
+// idle command would otherwise hold namespace deletion for tens of seconds.
+func deleteNamespaces(ctx context.Context, cs kubernetes.Interface, names ...string) error {
+	zero := int64(0)
+	for _, ns := range names {
+		err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting namespace %s: %w", ns, err)
+		}
+	}
+	for _, ns := range names {
+		err := cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting pods in %s: %w", ns, err)
+		}
+	}
+	for _, ns := range names {
+		if err := waitNamespaceGone(ctx, cs, ns); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitNamespaceGone waits for the namespace's deletion through a watch
+// opened before the existence check, so the deletion cannot slip between.
+func waitNamespaceGone(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	for {
+		w, err := cs.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + ns})
+		if err != nil {
+			return fmt.Errorf("watching namespace %s: %w", ns, err)
+		}
+		if _, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			w.Stop()
+			return nil
+		}
+		deleted := false
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Deleted {
+				deleted = true
+				break
+			}
+		}
+		w.Stop()
+		if deleted {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("waiting for namespace %s to go: %w", ns, ctx.Err())
+		}
+		// The server closed the watch (timeout): open another.
+	}
+}
