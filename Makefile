@@ -5,6 +5,12 @@ SHELL := /bin/bash
 GO ?= go
 LC := ./bin/localcluster
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
+OVERLAY ?= deploy/overlays/local
+# The kubectl the local cluster harness built (it matches the cluster), else
+# kubectl from PATH; the local cluster's kubeconfig unless KUBECONFIG is set.
+KUBECTL_CACHED := $${XDG_CACHE_HOME:-$$HOME/.cache}/podgate/bin/k8s-v1.33.13/kubectl
+KUBECTL ?= $(shell k=$(KUBECTL_CACHED); [ -x "$$k" ] && echo "$$k" || command -v kubectl || echo kubectl)
+KUBECTL_ENV := KUBECONFIG=$${KUBECONFIG:-/var/lib/podgate-localcluster/admin.kubeconfig}
 export PATH := $(shell go env GOPATH)/bin:$(PATH)
 
 .PHONY: all build deps test test-unit lint fmt vet staticcheck cluster-up cluster-down cluster-status cluster-check run bench chaos image deploy rules-test clean
@@ -55,6 +61,15 @@ test-unit:
 ## rules-test: promtool check/test of the Prometheus rules (builds promtool from the Go module proxy once)
 rules-test:
 	./deploy/prometheus/test.sh
+
+## image: build podgate's image (the Dockerfile's content, without Docker) and import it into the local cluster
+image:
+	./deploy/image/build.sh
+
+## deploy: apply OVERLAY (default deploy/overlays/local; run `make image` first) and wait for the rollout
+deploy:
+	$(KUBECTL_ENV) $(KUBECTL) apply -k $(OVERLAY)
+	$(KUBECTL_ENV) $(KUBECTL) -n podgate rollout status deployment/podgate --timeout=3m
 
 ## lint: gofmt, go vet and staticcheck
 lint: fmt vet staticcheck
