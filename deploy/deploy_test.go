@@ -91,14 +91,31 @@ func TestDeployIntoLocalCluster(t *testing.T) {
 	}
 	t.Logf("2 replicas rolled out in %v", time.Since(start).Round(time.Millisecond))
 
-	// Through a port-forward to the Service, as an operator would try it,
-	// and through the NodePort the local overlay publishes, which goes
-	// through kube-proxy and the Service's endpoints.
-	port := portForward(ctx, t, k)
-	nodeIP := nodeAddress(ctx, t, cs)
-	knownHosts := knownHostsFromSecret(ctx, t, cs, "[127.0.0.1]:"+port, "["+nodeIP+"]:30022")
-	checkLogin(ctx, t, cs, k, keyFile, knownHosts, "127.0.0.1", port)
-	checkLogin(ctx, t, cs, k, keyFile, knownHosts, nodeIP, "30022")
+	// Log in through a port-forward to the Service, as an operator would
+	// try it; through the NodePort the local overlay publishes, which goes
+	// through kube-proxy and the Service's endpoints; and through each
+	// replica, so that both prove their in-cluster config and serve the one
+	// host key.
+	replicas := replicaNames(ctx, t, cs)
+	type route struct{ host, port, replica string }
+	routes := []route{
+		{"127.0.0.1", portForward(ctx, t, k, "service/podgate"), ""},
+		{nodeAddress(ctx, t, cs), "30022", ""},
+	}
+	for _, r := range replicas {
+		routes = append(routes, route{"127.0.0.1", portForward(ctx, t, k, "pod/"+r), r})
+	}
+	var hosts []string
+	for _, r := range routes {
+		hosts = append(hosts, "["+r.host+"]:"+r.port)
+	}
+	knownHosts := knownHostsFromSecret(ctx, t, cs, hosts...)
+	for _, r := range routes {
+		owner := checkLogin(ctx, t, cs, k, keyFile, knownHosts, r.host, r.port, replicas)
+		if r.replica != "" && owner != r.replica {
+			t.Errorf("logging in through replica %s, the pod was claimed by %q", r.replica, owner)
+		}
+	}
 	checkRBAC(ctx, t, k, cfg)
 }
 
@@ -182,13 +199,18 @@ configMapGenerator:
 	return keyFile
 }
 
-// portForward runs `kubectl port-forward svc/podgate` on a free local port
-// for the rest of the test and returns that port.
-func portForward(ctx context.Context, t *testing.T, k kubectl) string {
+// portForward runs `kubectl port-forward` from a free local port to the SSH
+// port of target (service/podgate or pod/NAME) for the rest of the test, and
+// returns the local port.
+func portForward(ctx context.Context, t *testing.T, k kubectl, target string) string {
 	t.Helper()
 	pfCtx, stop := context.WithCancel(ctx)
+	remote := "22" // the Service's port
+	if strings.HasPrefix(target, "pod/") {
+		remote = "ssh" // the container's named port
+	}
 	cmd := exec.CommandContext(pfCtx, k.path, "-n", podgateNS,
-		"port-forward", "--address", "127.0.0.1", "service/podgate", "0:22")
+		"port-forward", "--address", "127.0.0.1", target, "0:"+remote)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+k.kubeconfig)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -220,7 +242,7 @@ func portForward(ctx context.Context, t *testing.T, k kubectl) string {
 	case p := <-ports:
 		return p
 	case <-time.After(30 * time.Second):
-		t.Fatal("kubectl port-forward did not report its port within 30s")
+		t.Fatalf("kubectl port-forward %s did not report its port within 30s", target)
 	case <-ctx.Done():
 		t.Fatal(ctx.Err())
 	}
@@ -271,7 +293,9 @@ func knownHostsFromSecret(ctx context.Context, t *testing.T, cs kubernetes.Inter
 // where it ran while the session is still open: a guest pod in the guest
 // namespace, claimed by one of the podgate replicas for sshUser, with no
 // ServiceAccount token and a non-root uid.
-func checkLogin(ctx context.Context, t *testing.T, cs kubernetes.Interface, k kubectl, keyFile, knownHosts, host, port string) {
+//
+// It returns the replica that claimed the pod.
+func checkLogin(ctx context.Context, t *testing.T, cs kubernetes.Interface, k kubectl, keyFile, knownHosts, host, port string, replicas []string) string {
 	t.Helper()
 	const marker = "podgate-deploy-test-ready"
 	remote := "hostname; cat /var/run/secrets/kubernetes.io/serviceaccount/token 2>&1 | head -c 20; echo; id -u; echo " + marker + "; cat >/dev/null"
@@ -322,11 +346,12 @@ func checkLogin(ctx context.Context, t *testing.T, cs kubernetes.Interface, k ku
 	t.Logf("ssh to %s:%s ran in %s: token line %q, uid %s", host, port, hostname, token, uid)
 
 	// The session is open: the pod must be claimed now.
+	owner := ""
 	pod, err := cs.CoreV1().Pods(guestNS).Get(ctx, hostname, metav1.GetOptions{})
 	if err != nil {
 		t.Errorf("hostname %q is not a pod in %s: %v", hostname, guestNS, err)
 	} else {
-		checkGuestPod(ctx, t, cs, pod)
+		owner = checkGuestPod(t, pod, replicas)
 	}
 	if strings.HasPrefix(token, "eyJ") || !strings.HasPrefix(token, "cat:") {
 		t.Errorf("the guest pod can read a ServiceAccount token (got %q)", token)
@@ -339,11 +364,11 @@ func checkLogin(ctx context.Context, t *testing.T, cs kubernetes.Interface, k ku
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("ssh: %v; stderr:\n%s", err, stderr.String())
 	}
+	return owner
 }
 
-// checkGuestPod checks that pod is a guest pod claimed by a running podgate
-// replica for sshUser, with no ServiceAccount token mounted.
-func checkGuestPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, pod *corev1.Pod) {
+// replicaNames lists the podgate replica pods, of which there must be two.
+func replicaNames(ctx context.Context, t *testing.T, cs kubernetes.Interface) []string {
 	t.Helper()
 	replicas, err := cs.CoreV1().Pods(podgateNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podgate"})
 	if err != nil {
@@ -351,11 +376,21 @@ func checkGuestPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, p
 	}
 	var names []string
 	for _, r := range replicas.Items {
-		names = append(names, r.Name)
+		if r.DeletionTimestamp == nil {
+			names = append(names, r.Name)
+		}
 	}
 	if len(names) != 2 {
-		t.Errorf("podgate replicas = %v, want 2", names)
+		t.Fatalf("podgate replicas = %v, want 2", names)
 	}
+	return names
+}
+
+// checkGuestPod checks that pod is a guest pod claimed by one of the podgate
+// replicas (names) for sshUser, with no ServiceAccount token mounted, and
+// returns that replica.
+func checkGuestPod(t *testing.T, pod *corev1.Pod, names []string) string {
+	t.Helper()
 	if got := pod.Labels[pool.LabelState]; got != pool.StateClaimed {
 		t.Errorf("pod %s state label = %q, want %q", pod.Name, got, pool.StateClaimed)
 	}
@@ -374,6 +409,7 @@ func checkGuestPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, p
 		}
 	}
 	t.Logf("guest pod %s: claimed by replica %s for %s", pod.Name, pod.Labels[pool.LabelOwner], pod.Annotations[pool.AnnUser])
+	return pod.Labels[pool.LabelOwner]
 }
 
 // logPodgate puts the replicas' last log lines into a failing test's output.
