@@ -74,11 +74,13 @@ func TestDeployIntoLocalCluster(t *testing.T) {
 	}
 
 	start := time.Now()
-	build := exec.CommandContext(ctx, repoDir(t, "image/build.sh"), filepath.Join(t.TempDir(), "podgate.tar"))
+	archive := filepath.Join(t.TempDir(), "podgate.tar")
+	build := exec.CommandContext(ctx, repoDir(t, "image/build.sh"), archive)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("deploy/image/build.sh: %v\n%s", err, out)
 	}
 	t.Logf("image built and imported in %v", time.Since(start).Round(time.Millisecond))
+	checkImage(t, archive)
 
 	keyFile := overlayWithKey(t)
 	start = time.Now()
