@@ -14,7 +14,12 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/podgate ./cmd/podgate
-RUN mkdir -p /out/tmp-dir-placeholder
+# The rest of the final filesystem is assembled here, where modes are plain
+# chmod: COPY --chmod on a directory behaves differently across Docker and
+# BuildKit versions, and /tmp must be 1777. Entries below a copied directory
+# keep their modes.
+RUN mkdir -p /rootfs/tmp && chmod 1777 /rootfs/tmp \
+ && install -D -m 0644 /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/ca-certificates.crt
 
 FROM scratch
 ARG VERSION=dev
@@ -23,8 +28,7 @@ ARG REVISION=unknown
 # auth webhook verify public certificates; /tmp is for libraries that expect
 # it (the Deployment mounts an emptyDir there anyway).
 COPY deploy/image/rootfs/ /
-COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY --from=build --chmod=1777 /out/tmp-dir-placeholder /tmp
+COPY --from=build /rootfs/ /
 COPY --from=build /out/podgate /podgate
 USER 65532:65532
 ENTRYPOINT ["/podgate"]
