@@ -5,10 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -112,6 +112,9 @@ func TestDeployIntoLocalCluster(t *testing.T) {
 		hosts = append(hosts, "["+r.host+"]:"+r.port)
 	}
 	knownHosts := knownHostsFromSecret(ctx, t, cs, hosts...)
+	// kube-proxy programs the NodePort when the endpoints become ready,
+	// shortly after the rollout; no API event says it is done.
+	waitTCP(ctx, t, net.JoinHostPort(routes[1].host, routes[1].port))
 	for _, r := range routes {
 		owner := checkLogin(ctx, t, cs, k, keyFile, knownHosts, r.host, r.port, replicas)
 		if r.replica != "" && owner != r.replica {
@@ -199,56 +202,6 @@ configMapGenerator:
 		t.Fatal(err)
 	}
 	return keyFile
-}
-
-// portForward runs `kubectl port-forward` from a free local port to the SSH
-// port of target (service/podgate or pod/NAME) for the rest of the test, and
-// returns the local port.
-func portForward(ctx context.Context, t *testing.T, k kubectl, target string) string {
-	t.Helper()
-	pfCtx, stop := context.WithCancel(ctx)
-	remote := "22" // the Service's port
-	if strings.HasPrefix(target, "pod/") {
-		remote = "ssh" // the container's named port
-	}
-	cmd := exec.CommandContext(pfCtx, k.path, "-n", podgateNS,
-		"port-forward", "--address", "127.0.0.1", target, "0:"+remote)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+k.kubeconfig)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stop()
-		_ = cmd.Wait()
-	})
-	ports := make(chan string, 1)
-	go func() {
-		re := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+) ->`)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case ports <- m[1]:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case p := <-ports:
-		return p
-	case <-time.After(30 * time.Second):
-		t.Fatalf("kubectl port-forward %s did not report its port within 30s", target)
-	case <-ctx.Done():
-		t.Fatal(ctx.Err())
-	}
-	return ""
 }
 
 // nodeAddress is the node's InternalIP, where NodePorts are served.

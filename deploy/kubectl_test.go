@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -168,4 +171,72 @@ func find(t *testing.T, docs []doc, kind, name string) doc {
 		t.Fatalf("want exactly one %s %q in the rendered manifests, found %d", kind, name, len(found))
 	}
 	return found[0]
+}
+
+// portForward runs `kubectl port-forward` from a free local port to the SSH
+// port of target (service/podgate or pod/NAME) for the rest of the test, and
+// returns the local port.
+func portForward(ctx context.Context, t *testing.T, k kubectl, target string) string {
+	t.Helper()
+	pfCtx, stop := context.WithCancel(ctx)
+	remote := "22" // the Service's port
+	if strings.HasPrefix(target, "pod/") {
+		remote = "ssh" // the container's named port
+	}
+	cmd := exec.CommandContext(pfCtx, k.path, "-n", podgateNS,
+		"port-forward", "--address", "127.0.0.1", target, "0:"+remote)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+k.kubeconfig)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stop()
+		_ = cmd.Wait()
+	})
+	ports := make(chan string, 1)
+	go func() {
+		re := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+) ->`)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case ports <- m[1]:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case p := <-ports:
+		return p
+	case <-time.After(30 * time.Second):
+		t.Fatalf("kubectl port-forward %s did not report its port within 30s", target)
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	return ""
+}
+
+// waitTCP waits until addr accepts TCP connections. It polls, boundedly,
+// because nothing reports when kube-proxy has programmed a port.
+func waitTCP(ctx context.Context, t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err == nil {
+			_ = c.Close()
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("%s does not accept connections: %v", addr, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
