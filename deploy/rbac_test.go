@@ -89,7 +89,7 @@ func checkRBAC(ctx context.Context, t *testing.T, k kubectl, cfg *rest.Config) {
 			continue
 		}
 		if got := answer == "yes"; got != a.allowed {
-			t.Errorf("%s may %s %s%s in %q: %v, want %v", podgateSA, a.verb, a.resource, sub(a.subresource), a.namespace, got, a.allowed)
+			t.Errorf("%s may %s %s%s %s: %v, want %v", podgateSA, a.verb, a.resource, sub(a.subresource), where(a.namespace), got, a.allowed)
 		}
 	}
 
@@ -139,4 +139,11 @@ func sub(s string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (subresource %s)", s)
+}
+
+func where(ns string) string {
+	if ns == "" {
+		return "cluster-wide"
+	}
+	return "in " + ns
 }
