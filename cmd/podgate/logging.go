@@ -30,11 +30,13 @@ func routeKlog(logger *slog.Logger) {
 
 // benignStreamErrors are what client-go reports as errors every time an exec
 // or port-forward stream ends normally (the WebSocket is closed under its
-// reader and pinger). At one or more per session they would drown the real
-// errors, so they are logged at debug level instead.
+// reader and pinger, or podgate closes the pipe that feeds a session's
+// stdin into the stream). At one or more per session they would drown the
+// real errors, so they are logged at debug level instead.
 var benignStreamErrors = []string{
 	"use of closed network connection",
 	"Websocket Ping failed",
+	"io: read/write on closed pipe",
 }
 
 // klogNoise demotes benignStreamErrors to debug and passes everything else.

@@ -108,10 +108,11 @@ func TestKlogNoiseDemoted(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(&klogNoise{slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})})
 	log.Error("Unhandled Error", "err", "read tcp 127.0.0.1:1->127.0.0.1:2: use of closed network connection")
+	log.Error("Unhandled Error", "err", "io: read/write on closed pipe")
 	log.Error("Websocket Ping failed", "err", "EOF")
 	log.Error("Failed to watch", "err", "connection refused")
 	out := buf.String()
-	if strings.Contains(out, "closed network connection") || strings.Contains(out, "Ping failed") {
+	if strings.Contains(out, "closed network connection") || strings.Contains(out, "Ping failed") || strings.Contains(out, "closed pipe") {
 		t.Errorf("benign stream errors reached the info-level log:\n%s", out)
 	}
 	if !strings.Contains(out, "Failed to watch") {
