@@ -1,0 +1,157 @@
+// Command podgate-bench runs podgate's end-to-end benchmark (issue #6) on
+// the cluster given by KUBECONFIG and writes a Markdown report, the raw
+// data as CSV and plots under the output directory. `make bench` runs it;
+// BENCH_QUICK=1 (or -quick) runs the reduced sizes.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podgate/podgate/bench"
+	"github.com/podgate/podgate/cmd/podgate/podgatetest"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "podgate-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	quick := flag.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "reduced sizes (also BENCH_QUICK=1)")
+	out := flag.String("out", envOr("BENCH_OUT", "bench/results"), "output directory (also BENCH_OUT)")
+	n := flag.Int("n", 0, "burst size (default 100, quick 20)")
+	warm := flag.Int("warm", 0, "warm sequential connections (default 200, quick 50)")
+	cold := flag.Int("cold", 0, "cold sequential connections (default 30, quick 10)")
+	sweep := flag.String("sweep", "", "QPS/burst settings for the burst, e.g. 5/10,50/100 (default 5/10,20/40,50/100,200/400)")
+	dur := flag.Duration("sustained", 0, "sustained run length (default 60s, quick 20s)")
+	mb := flag.Int("mb", 0, "throughput transfer size in MB (default 200, quick 50)")
+	only := flag.String("only", "", "comma-separated scenarios to run: warm,cold,burst,sustained,memory,throughput (default all)")
+	flag.Parse()
+
+	cfg := bench.DefaultConfig()
+	if *quick {
+		cfg = bench.QuickConfig()
+	}
+	if *n > 0 {
+		cfg.Burst = *n
+	}
+	if *warm > 0 {
+		cfg.Warm = *warm
+	}
+	if *cold > 0 {
+		cfg.Cold = *cold
+	}
+	if *dur > 0 {
+		cfg.For = *dur
+	}
+	if *mb > 0 {
+		cfg.ThroughputMB = *mb
+	}
+	if *sweep != "" {
+		cfg.Sweep = nil
+		for _, f := range strings.Split(*sweep, ",") {
+			var q bench.QPS
+			if _, err := fmt.Sscanf(f, "%d/%d", &q.QPS, &q.Burst); err != nil {
+				return fmt.Errorf("-sweep %q: %w", f, err)
+			}
+			cfg.Sweep = append(cfg.Sweep, q)
+		}
+	}
+	want := func(s string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), s) }
+
+	kubeconfig := os.Getenv("KUBECONFIG")
+	if kubeconfig == "" {
+		return fmt.Errorf("KUBECONFIG must name the cluster's kubeconfig (make bench sets it)")
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return fmt.Errorf("loading %s: %w", kubeconfig, err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	work, err := os.MkdirTemp("", "podgate-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	bin, err := podgatetest.Build(ctx, work)
+	if err != nil {
+		return err
+	}
+	units := float64(cfg.Warm+cfg.Cold+cfg.Burst*len(cfg.Sweep)) + cfg.For.Seconds() + float64(cfg.MemConns*cfg.MemSessions) + 3
+	prog := bench.NewProgress(os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), units)
+	r := &bench.Runner{Kube: kube, Kubeconfig: kubeconfig, Bin: bin, Work: work, Progress: prog, Log: prog.Logf}
+
+	res := &bench.Results{Config: cfg, Meta: bench.CollectMeta(ctx, kube, kubeconfig)}
+	start := time.Now()
+	fail := func(name string, err error) {
+		if err != nil {
+			res.Failures = append(res.Failures, name+": "+err.Error())
+			prog.Logf("%s failed: %v", name, err)
+		}
+	}
+	if want("warm") {
+		res.Warm, err = r.Warm(ctx, cfg)
+		fail("warm sequential", err)
+	}
+	if want("cold") {
+		res.Cold, err = r.Cold(ctx, cfg)
+		fail("cold sequential", err)
+	}
+	if want("burst") {
+		res.Sweep, err = r.Sweep(ctx, cfg)
+		fail("burst sweep", err)
+	}
+	if want("sustained") {
+		res.Sustained, err = r.Sustained(ctx, cfg)
+		fail("sustained", err)
+	}
+	if want("memory") {
+		res.Memory, err = r.Memory(ctx, cfg)
+		fail("memory", err)
+	}
+	if want("throughput") {
+		res.Transfers, err = r.Throughput(ctx, cfg)
+		fail("throughput", err)
+	}
+	prog.Done()
+	res.Meta.Duration = time.Since(start)
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	files, err := bench.Write(res, *out)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		fmt.Println(filepath.Clean(f))
+	}
+	return nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

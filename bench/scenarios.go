@@ -1,0 +1,256 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/podgate/podgate/cmd/podgate/podgatetest"
+)
+
+// Config sizes every scenario.
+type Config struct {
+	Quick bool
+	// Warm and Cold are the sequential connection counts.
+	Warm, Cold int
+	// WarmPool is the warm pool's minimum in the sequential warm run; a
+	// connection starts only when at least half of it is idle, so the
+	// run measures warm attaches while the pool refills behind it.
+	WarmPool int
+	// Burst is the number of simultaneous connections.
+	Burst int
+	// Sweep is the client-go QPS/burst settings tried for the burst.
+	Sweep []QPS
+	// Sustained: Poisson arrivals at Rate per second for For, each
+	// session lasting uniformly SessionMin..SessionMax; the pool starts at
+	// PoolMin.
+	Rate                   float64
+	For                    time.Duration
+	SessionMin, SessionMax time.Duration
+	SustainedPoolMin       int
+	// MemConns connections each holding MemSessions idle shell sessions.
+	MemConns, MemSessions int
+	// ThroughputMB is the size of each transfer.
+	ThroughputMB int
+}
+
+// QPS is one client-go rate limiter setting.
+type QPS struct{ QPS, Burst int }
+
+func (q QPS) String() string { return fmt.Sprintf("%d/%d", q.QPS, q.Burst) }
+
+// DefaultConfig is the full benchmark of issue #6; QuickConfig the reduced
+// one for a run under five minutes.
+func DefaultConfig() Config {
+	return Config{
+		Warm: 200, Cold: 30, WarmPool: 20, Burst: 100,
+		Sweep: []QPS{{5, 10}, {20, 40}, {50, 100}, {200, 400}},
+		Rate:  3, For: 60 * time.Second, SessionMin: 5 * time.Second, SessionMax: 15 * time.Second,
+		SustainedPoolMin: 5, MemConns: 40, MemSessions: 5, ThroughputMB: 200,
+	}
+}
+
+// QuickConfig is DefaultConfig reduced.
+func QuickConfig() Config {
+	c := DefaultConfig()
+	c.Quick = true
+	c.Warm, c.Cold, c.WarmPool, c.Burst = 50, 10, 10, 20
+	c.For = 20 * time.Second
+	c.SustainedPoolMin = 3
+	c.MemConns, c.MemSessions = 8, 5
+	c.ThroughputMB = 50
+	return c
+}
+
+// Run is one sequential or burst run with its server-side split.
+type Run struct {
+	Scenario, Label string
+	Samples         []Sample
+	Phases          []Phase
+	// Wall is the run's duration; for a burst, the time until every
+	// connection had its prompt.
+	Wall time.Duration
+	// Throttled counts Kubernetes requests that waited more than 1 ms in
+	// client-go's rate limiter during the run; ThrottleWait is their total
+	// wait.
+	Throttled    float64
+	ThrottleWait time.Duration
+	QPS          QPS
+}
+
+// sequential runs n attaches one after another. Before each, gate (when
+// set) may wait; that wait is not timed.
+func (r *Runner) sequential(ctx context.Context, pg *podgate, scenario string, n int, gate func() error) (Run, error) {
+	run := Run{Scenario: scenario, Label: scenario}
+	before, err := pg.Scrape(ctx)
+	if err != nil {
+		return run, err
+	}
+	t0 := time.Now()
+	for i := range n {
+		if gate != nil {
+			if err := gate(); err != nil {
+				return run, err
+			}
+		}
+		s := Sample{Scenario: scenario, Label: scenario, Index: i, Start: time.Since(t0)}
+		c, _, err := pg.dialer.Attach(ctx)
+		if c != nil {
+			s.Timing = c.Timing
+			c.Close()
+		}
+		if err != nil {
+			s.Err = err.Error()
+			r.Progress.Logf("%s #%d: %v", scenario, i, err)
+		}
+		run.Samples = append(run.Samples, s)
+		r.Progress.Add(1, 1)
+	}
+	run.Wall = time.Since(t0)
+	after, err := pg.Scrape(ctx)
+	if err != nil {
+		return run, err
+	}
+	run.Phases = phases(before, after)
+	run.Throttled, run.ThrottleWait = throttling(before, after)
+	return run, nil
+}
+
+// throttling is the client-go rate limiter waits between two scrapes.
+func throttling(before, after podgatetest.Metrics) (float64, time.Duration) {
+	h := histDelta(before, after, "podgate_kube_rate_limiter_duration_seconds")
+	return h.above(0.001), time.Duration(h.sum * float64(time.Second))
+}
+
+// Warm is scenario 1: sequential attaches against a warm pool.
+func (r *Runner) Warm(ctx context.Context, c Config) (Run, error) {
+	ns, del, err := r.namespace(ctx, "warm")
+	if err != nil {
+		return Run{}, err
+	}
+	defer del()
+	pg, err := r.start(ctx, ns, "warm", c.WarmPool,
+		fmt.Sprintf("PODGATE_POOL_MIN=%d", c.WarmPool), "PODGATE_POOL_MAX=250")
+	if err != nil {
+		return Run{}, err
+	}
+	defer pg.stop()
+	settle(ctx, 3*time.Second) // let the pool prepare exec streams
+	r.Progress.Step(fmt.Sprintf("warm sequential (%d)", c.Warm), c.Warm)
+	gate := func() error { return pg.waitIdle(ctx, max(1, c.WarmPool/2), 2*time.Minute) }
+	return r.sequential(ctx, pg, "warm", c.Warm, gate)
+}
+
+// Cold is scenario 2: the same with no warm pool, a pod created per
+// connection when it arrives (PODGATE_POOL_MIN=0, PODGATE_POOL_GROW=false).
+func (r *Runner) Cold(ctx context.Context, c Config) (Run, error) {
+	ns, del, err := r.namespace(ctx, "cold")
+	if err != nil {
+		return Run{}, err
+	}
+	defer del()
+	pg, err := r.start(ctx, ns, "cold", -1, "PODGATE_POOL_MIN=0", "PODGATE_POOL_GROW=false", "PODGATE_POOL_MAX=250")
+	if err != nil {
+		return Run{}, err
+	}
+	defer pg.stop()
+	r.Progress.Step(fmt.Sprintf("cold sequential (%d)", c.Cold), c.Cold)
+	return r.sequential(ctx, pg, "cold", c.Cold, nil)
+}
+
+// Sweep is scenarios 3 and 4: c.Burst simultaneous connections against a
+// pool pre-warmed to c.Burst, once per QPS/burst setting. One namespace
+// serves every setting; each setting gets a fresh podgate that warms the
+// pool back to c.Burst before its burst.
+func (r *Runner) Sweep(ctx context.Context, c Config) ([]Run, error) {
+	ns, del, err := r.namespace(ctx, "burst")
+	if err != nil {
+		return nil, err
+	}
+	defer del()
+	var runs []Run
+	for _, q := range c.Sweep {
+		r.Progress.Step(fmt.Sprintf("burst %d at QPS/burst %s: warming", c.Burst, q), 0)
+		pg, err := r.start(ctx, ns, "burst", c.Burst,
+			fmt.Sprintf("PODGATE_POOL_MIN=%d", c.Burst), fmt.Sprintf("PODGATE_POOL_MAX=%d", 2*c.Burst+10),
+			fmt.Sprintf("PODGATE_KUBE_QPS=%d", q.QPS), fmt.Sprintf("PODGATE_KUBE_BURST=%d", q.Burst))
+		if err != nil {
+			return runs, err
+		}
+		settle(ctx, 5*time.Second) // streams prepared, rate limiter bucket refilled
+		r.Progress.Step(fmt.Sprintf("burst %d at QPS/burst %s", c.Burst, q), c.Burst)
+		run, err := r.burst(ctx, pg, c.Burst, q)
+		pg.stop()
+		if err != nil {
+			return runs, err
+		}
+		runs = append(runs, run)
+	}
+	return runs, nil
+}
+
+// burst starts n attaches at once and keeps every connection open until
+// all are in (or failed), so that the run is n users arriving together.
+func (r *Runner) burst(ctx context.Context, pg *podgate, n int, q QPS) (Run, error) {
+	label := "qps " + q.String()
+	run := Run{Scenario: "burst", Label: label, QPS: q}
+	before, err := pg.Scrape(ctx)
+	if err != nil {
+		return run, err
+	}
+	samples := make([]Sample, n)
+	conns := make([]*Conn, n)
+	var wg sync.WaitGroup
+	startGun := make(chan struct{})
+	var t0 time.Time
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-startGun
+			s := Sample{Scenario: "burst", Label: label, Index: i, Start: time.Since(t0)}
+			c, _, err := pg.dialer.Attach(ctx)
+			if c != nil {
+				s.Timing = c.Timing
+			}
+			if err != nil {
+				s.Err = err.Error()
+			} else {
+				conns[i] = c
+			}
+			samples[i] = s
+			r.Progress.Add(1, 1)
+		}()
+	}
+	t0 = time.Now()
+	close(startGun)
+	wg.Wait()
+	run.Wall = time.Since(t0)
+	for _, s := range samples {
+		if !s.OK() {
+			r.Progress.Logf("burst %s #%d: %s", label, s.Index, s.Err)
+		}
+	}
+	after, err := pg.Scrape(ctx)
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	if err != nil {
+		return run, err
+	}
+	run.Samples = samples
+	run.Phases = phases(before, after)
+	run.Throttled, run.ThrottleWait = throttling(before, after)
+	return run, nil
+}
+
+// settle waits d unless ctx ends first.
+func settle(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

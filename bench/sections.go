@@ -1,0 +1,194 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// targets prints issue #6's targets beside the measured figures, and for
+// each missed one what bounds it, from podgate's phase histograms.
+func targets(b *strings.Builder, res *Results) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format+"\n", a...) }
+	p("## Targets (issue #6) beside the measured figures")
+	p("")
+	p("| target | goal | measured | verdict |")
+	p("|---|---|---|---|")
+	var bounds []string
+	w := Summarize(res.Warm.Samples, Prompt)
+	co := Summarize(res.Cold.Samples, Prompt)
+	if w.Count > 0 {
+		p("| warm attach p50, TCP connect → first prompt byte | ≤ 25 ms | %s | %s |", fms(w.P50), verdict(w.P50 <= 25*time.Millisecond))
+		p("| warm attach p99 | ≤ 100 ms | %s | %s |", fms(w.P99), verdict(w.P99 <= 100*time.Millisecond))
+		if w.P50 > 25*time.Millisecond || w.P99 > 100*time.Millisecond {
+			bounds = append(bounds, fmt.Sprintf("Warm attach: of the p50 %s, podgate's own phases average handshake %s, auth %s, claim %s (one PATCH to the API server), exec start %s; the rest is the client's key exchange and the guest shell printing its prompt. The largest server term bounds it.",
+				fms(w.P50), fsec(phaseMean(res.Warm, "handshake")), fsec(phaseMean(res.Warm, "auth")), fsec(phaseMean(res.Warm, "claim")), fsec(phaseMean(res.Warm, "exec_start"))))
+		}
+	}
+	if w.Count > 0 && co.Count > 0 {
+		ratio := float64(co.P50) / float64(w.P50)
+		p("| warm vs cold at p50, same run | ≥ 40× | %.0f× (%s vs %s) | %s |", ratio, fms(w.P50), fms(co.P50), verdict(ratio >= 40))
+		if ratio < 40 {
+			bounds = append(bounds, fmt.Sprintf("Warm vs cold: the cold p50 (%s) is the pod start on this cluster (claim phase mean %s: create, schedule, container start, Ready); the ratio is bounded by the warm p50.", fms(co.P50), fsec(phaseMean(res.Cold, "claim"))))
+		}
+	}
+	if len(res.Sweep) > 0 {
+		ri, _ := Recommend(res.Sweep)
+		if ri >= 0 {
+			r := res.Sweep[ri]
+			s := Summarize(r.Samples, Prompt)
+			in := s.Errors == 0
+			p("| burst of %d at the recommended QPS/burst %s: p90 | ≤ 1 s | %s | %s |", res.Config.Burst, r.QPS, fms(s.P90), verdict(s.P90 <= time.Second && s.Count > 0))
+			p("| … every user in | %d of %d | %d of %d (all in after %s) | %s |", len(r.Samples), len(r.Samples), s.Count, len(r.Samples), fms(allIn(r)), verdict(in))
+			p("| … client-side throttling waits (> 1 ms) | 0 | %.0f (total %s) | %s |", r.Throttled, fms(r.ThrottleWait), verdict(r.Throttled == 0))
+			if s.P90 > time.Second {
+				bounds = append(bounds, fmt.Sprintf("Burst: at %s the server-side claim phase has p99 %s and exec start p99 %s; with %d users arriving at once on 2 cores, the handshakes (p99 %s) queue for CPU.",
+					r.QPS, fsec(phaseQ(r, "claim")), fsec(phaseQ(r, "exec_start")), res.Config.Burst, fsec(phaseQ(r, "handshake"))))
+			}
+		}
+		for _, r := range res.Sweep {
+			if r.QPS == (QPS{5, 10}) {
+				s := Summarize(r.Samples, Prompt)
+				p("| (for reference) burst at client-go's default 5/10: p90 | – | %s, %.0f throttled requests, %s waited | – |", fms(s.P90), r.Throttled, fms(r.ThrottleWait))
+			}
+		}
+	}
+	if len(res.Sustained.Samples) > 0 {
+		ratio, hits, total := HitRatio(res.Sustained.Samples, 15*time.Second)
+		p("| sustained hit ratio after the first 15 s | ≥ 99 %% | %.1f %% (%d of %d) | %s |", 100*ratio, hits, total, verdict(ratio >= 0.99))
+		if ratio < 0.99 {
+			bounds = append(bounds, fmt.Sprintf("Sustained: the pool starts at %d idle pods and grows by one per miss; with %.0f arrivals/s holding pods %v–%v, about %.0f pods are in use at once, and refilling is bounded by pod start time (cold claim mean %s). Misses come while the target catches up.",
+				res.Config.SustainedPoolMin, res.Config.Rate, res.Config.SessionMin, res.Config.SessionMax,
+				res.Config.Rate*(res.Config.SessionMin+res.Config.SessionMax).Seconds()/2, fsec(phaseMean(res.Cold, "claim"))))
+		}
+	}
+	if mem := res.Memory; mem.Sessions > 0 && mem.RSS1 > 0 {
+		per := float64(mem.RSS1-mem.RSS0) / float64(mem.Sessions)
+		p("| podgate RSS per idle connected session | ≤ 200 KiB | %.0f KiB (%d sessions over %d connections) | %s |", per/1024, mem.Sessions, mem.Conns, verdict(per <= 200*1024))
+		if per > 200*1024 {
+			bounds = append(bounds, fmt.Sprintf("Memory: the Go heap in use grew by %.0f KiB per session and goroutines by %.1f per session; the rest of the RSS growth is the runtime's reserve and the API client's buffers per exec stream.",
+				(mem.Heap1-mem.Heap0)/1024/float64(mem.Sessions), (mem.Gor1-mem.Gor0)/float64(mem.Sessions)))
+		}
+	}
+	for _, t := range res.Transfers {
+		p("| throughput, %s | ≥ 50 MB/s | %.1f MB/s (%s) | %s |", t.Name, t.MBps(), map[bool]string{true: "checksum verified", false: "checksum NOT verified"}[t.Verified], verdict(t.MBps() >= 50 && t.Verified))
+	}
+	if len(bounds) > 0 {
+		p("")
+		p("### What bounds the missed targets")
+		p("")
+		for _, s := range bounds {
+			p("- %s", s)
+		}
+	}
+}
+
+// phaseQ is a run's p99 for one server phase, or NaN.
+func phaseQ(r Run, name string) float64 {
+	for _, ph := range r.Phases {
+		if ph.Name == name {
+			return ph.P99
+		}
+	}
+	return math.NaN()
+}
+
+// sweep prints scenarios 3 and 4.
+func sweep(b *strings.Builder, res *Results) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format+"\n", a...) }
+	c := res.Config
+	p("## 3–4. Burst of %d and the QPS/burst sweep", c.Burst)
+	p("")
+	if len(res.Sweep) == 0 {
+		p("Not run.")
+		return
+	}
+	p("%d connections start at the same instant against a pool pre-warmed to %d, and stay until all are in. One run per client-go QPS/burst setting (`PODGATE_KUBE_QPS`/`PODGATE_KUBE_BURST`; client-go's own default is 5/10, podgate's 50/100); each run has a fresh podgate that warms the pool back to %d in the same namespace before its burst. *Throttled* counts API requests that waited more than 1 ms in client-go's rate limiter during the burst (podgate_kube_rate_limiter_duration_seconds).", c.Burst, c.Burst, c.Burst)
+	p("")
+	p("| QPS/burst | prompt p50 | p90 | p99 | max | all in after | count | errors | throttled requests | throttle wait |")
+	p("|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range res.Sweep {
+		s := Summarize(r.Samples, Prompt)
+		p("| %s | %s | %s | %s | %s | %s | %d | %d | %.0f | %s |", r.QPS, fms(s.P50), fms(s.P90), fms(s.P99), fms(s.Max), fms(allIn(r)), s.Count, s.Errors, r.Throttled, fms(r.ThrottleWait))
+	}
+	if i, why := Recommend(res.Sweep); i >= 0 {
+		p("")
+		p("**Recommended: %s**, because %s.", res.Sweep[i].QPS, why)
+	}
+	for _, r := range res.Sweep {
+		p("")
+		p("### Burst at QPS/burst %s", r.QPS)
+		p("")
+		runTable(b, r)
+	}
+}
+
+// sustained prints scenario 5.
+func sustained(b *strings.Builder, res *Results) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format+"\n", a...) }
+	c, s := res.Config, res.Sustained
+	p("## 5. Sustained")
+	p("")
+	if len(s.Samples) == 0 {
+		p("Not run.")
+		return
+	}
+	p("Poisson arrivals at %.0f/s for %v (fixed seed), each session holding its shell %v–%v (uniform), the pool starting at its minimum of %d idle pods and growing on misses. A miss is attributed **from the client side**: podgate writes \"waiting for a pod\" on the session's stderr before a cold pod exists, so it always precedes the prompt. podgate_claims_total{result} scraped every second cross-checks it.", c.Rate, c.For, c.SessionMin, c.SessionMax, c.SustainedPoolMin)
+	p("")
+	all, hits, total := HitRatio(s.Samples, 0)
+	after, h15, t15 := HitRatio(s.Samples, 15*time.Second)
+	p("Hit ratio: %.1f %% overall (%d of %d), **%.1f %% after the first 15 s** (%d of %d).", 100*all, hits, total, 100*after, h15, t15)
+	if n := len(s.Server); n > 0 {
+		last := s.Server[n-1]
+		p("podgate counted %.0f hits and %.0f misses (podgate_claims_total, cumulative at the last scrape, which may miss the final second).", last.Hits, last.Misses)
+	}
+	p("")
+	p("| attaches | p50 | p90 | p99 | max | count | errors |")
+	p("|---|---|---|---|---|---|---|")
+	for _, g := range []struct {
+		name string
+		keep func(Sample) bool
+	}{
+		{"all", func(Sample) bool { return true }},
+		{"hits", func(x Sample) bool { return !x.OK() || !x.Miss }},
+		{"misses", func(x Sample) bool { return x.OK() && x.Miss }},
+	} {
+		sm := Summarize(Filter(s.Samples, g.keep), Prompt)
+		p("| %s (first prompt byte) | %s | %s | %s | %s | %d | %d |", g.name, fms(sm.P50), fms(sm.P90), fms(sm.P99), fms(sm.Max), sm.Count, sm.Errors)
+	}
+	p("")
+	p("| arrivals from | hits | misses | errors | hit ratio |")
+	p("|---|---|---|---|---|")
+	for _, bn := range s.Bins {
+		n := bn.Hits + bn.Misses + bn.Errors
+		r := "–"
+		if n > 0 {
+			r = fmt.Sprintf("%.0f %%", 100*float64(bn.Hits)/float64(n))
+		}
+		p("| %v | %d | %d | %d | %s |", bn.From, bn.Hits, bn.Misses, bn.Errors, r)
+	}
+}
+
+// memory prints scenario 6.
+func memory(b *strings.Builder, res *Results) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format+"\n", a...) }
+	m := res.Memory
+	p("## 6. Memory")
+	p("")
+	if m.Sessions == 0 || m.RSS1 == 0 {
+		p("Not run.")
+		return
+	}
+	p("podgate's RSS (/proc/PID/status VmRSS), Go heap in use and goroutines with its pool warm and no session, then with **%d idle TTY shell sessions multiplexed over %d SSH connections** (%d sessions each; in connection mode a connection's sessions share its pod, so %d pods carry them and the node need not start %d). Per-session and per-connection figures are both given; podgate counted %.0f active sessions. Errors opening sessions: %d.",
+		m.Sessions, m.Conns, m.Sessions/max(1, m.Conns), m.Conns, m.Sessions, m.Active, m.Errors)
+	p("")
+	p("| | no session | %d sessions | growth | per session | per connection |", m.Sessions)
+	p("|---|---|---|---|---|---|")
+	d := float64(m.RSS1 - m.RSS0)
+	p("| RSS | %.1f MiB | %.1f MiB | %.1f MiB | %.0f KiB | %.0f KiB |", float64(m.RSS0)/(1<<20), float64(m.RSS1)/(1<<20), d/(1<<20), d/1024/float64(m.Sessions), d/1024/float64(m.Conns))
+	dh := m.Heap1 - m.Heap0
+	p("| Go heap in use | %.1f MiB | %.1f MiB | %.1f MiB | %.0f KiB | %.0f KiB |", m.Heap0/(1<<20), m.Heap1/(1<<20), dh/(1<<20), dh/1024/float64(m.Sessions), dh/1024/float64(m.Conns))
+	dg := m.Gor1 - m.Gor0
+	p("| goroutines | %.0f | %.0f | %.0f | %.1f | %.1f |", m.Gor0, m.Gor1, dg, dg/float64(m.Sessions), dg/float64(m.Conns))
+}
