@@ -21,7 +21,11 @@ func (s *Scheduler) park(id Identity, window time.Duration, pod *Pod) bool {
 	}
 	c := s.parkedLocked(window)
 	// A pod already parked for this identity (two connections closed
-	// within the window) is evicted, and so released, by Add.
+	// within the window) is removed first, which runs the eviction
+	// callback and so releases it: Add on an existing key replaces the
+	// value without calling the callback, which would leave the older
+	// pod claimed for as long as this replica lives.
+	c.Remove(id.Key())
 	c.Add(id.Key(), &parkedPod{pod: pod})
 	return true
 }

@@ -1,0 +1,58 @@
+package scheduler
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// TestParkTwiceReleasesOlderPod: two connections of one identity that close
+// within the window (the second connected before the first was parked, so
+// it got a pod of its own) leave one pod parked and release the other,
+// instead of dropping the older one while it stays claimed.
+func TestParkTwiceReleasesOlderPod(t *testing.T) {
+	web := policy("web")
+	web.ReconnectWindow = time.Hour
+	pools := newFakePools(web)
+	pools.idle = 3
+	s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+	ctx := context.Background()
+	a1, err := s.Attach(ctx, id("alice", "web"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := s.Attach(ctx, id("alice", "web"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := a1.(*connAttachment).pod.Ref.Name, a2.(*connAttachment).pod.Ref.Name
+	if first == second {
+		t.Fatal("two live connections share a pod")
+	}
+	_ = a1.Close()
+	_ = a2.Close()
+	select {
+	case got := <-pools.released:
+		if got != first {
+			t.Errorf("released %s, want the older parked pod %s", got, first)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the older parked pod %s was never released", first)
+	}
+	a3, err := s.Attach(ctx, id("alice", "web"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a3.(*connAttachment).pod.Ref.Name; got != second {
+		t.Errorf("reconnected to %s, want the last parked pod %s", got, second)
+	}
+	_ = a3.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	cancel()
+	_ = s.Run(runCtx)
+	if n := pools.heldCount(); n != 0 {
+		t.Errorf("%d pods still held after shutdown", n)
+	}
+}
