@@ -7,6 +7,7 @@ import (
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/leaderelection"
@@ -147,10 +148,28 @@ func (p *Pool) elect(ctx context.Context) error {
 // startLeading records a leadership term's context and asks for a sync
 // pass; stopLeading ends the term.
 func (p *Pool) startLeading(lctx context.Context) {
+	now := p.clock.Now()
 	p.mu.Lock()
 	p.leadCtx = lctx
+	for _, prof := range p.profiles.Valid() {
+		p.sizerLocked(prof, now).adopt(p.idleOfTemplate(prof.Name, prof.Hash), now)
+	}
 	p.mu.Unlock()
 	p.poke()
+}
+
+// idleOfTemplate counts the cached idle pods of a profile's current
+// template that are not being deleted.
+func (p *Pool) idleOfTemplate(profile, hash string) int {
+	objs, _ := p.pods.GetIndexer().ByIndex(indexProfile, profile)
+	n := 0
+	for _, o := range objs {
+		if pod, ok := o.(*corev1.Pod); ok && pod.DeletionTimestamp == nil &&
+			pod.Labels[LabelState] == StateIdle && pod.Labels[LabelHash] == hash {
+			n++
+		}
+	}
+	return n
 }
 
 func (p *Pool) stopLeading() {

@@ -117,6 +117,10 @@ type Pool struct {
 	log      *slog.Logger
 	metrics  *metrics
 	opts     Options
+	// started is when this pool was made: pods claimed under this replica
+	// id before then belong to an earlier process of the same replica (a
+	// restart), which can no longer release them.
+	started time.Time
 
 	// ready is closed once caches are synced and the liveness Lease exists;
 	// claims wait for it.
@@ -197,7 +201,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 	}
 	p := &Pool{
 		client: client, pods: pods, leases: leases, profiles: profiles, execer: execer,
-		clock: clk, log: log, metrics: m, opts: opts,
+		clock: clk, log: log, metrics: m, opts: opts, started: clk.Now(),
 		ready:      make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		prepQueue:  workqueue.NewTyped[string](),

@@ -267,6 +267,13 @@ func (p *Pool) reap(ctx context.Context, now time.Time) {
 		case StateClaimed:
 			owner := pod.Labels[LabelOwner]
 			if owner == p.opts.ReplicaID {
+				// Claimed under this id before this process began: an
+				// earlier run of this replica held it and died, and
+				// nobody else will reap it, since the id's Lease lives
+				// on. The claim time is this replica's own clock.
+				if at, ok := claimedAt(pod); ok && at.Before(p.started) {
+					p.deleteAsLeader(ctx, pod, "claimed by an earlier run of this replica")
+				}
 				continue
 			}
 			since, ok := claimedAt(pod)

@@ -40,3 +40,16 @@ func (s *sizer) tick(now time.Time, shrinkAfter time.Duration) {
 		s.lastChange = now
 	}
 }
+
+// adopt raises the target to the idle pods a new leader finds (within the
+// bounds): the previous leader sized the pool from misses this replica may
+// not have counted (a restarted replica takes the cold pods it lists at
+// start-up as old news), and a failover must neither trim a pool the
+// previous leader grew nor grow it. Shrinking then goes on at the usual
+// slow pace.
+func (s *sizer) adopt(idle int, now time.Time) {
+	if t := max(s.lo, min(idle, s.hi)); t > s.target {
+		s.target = t
+		s.lastChange = now
+	}
+}
