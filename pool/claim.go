@@ -57,6 +57,9 @@ func (p *Pool) Claim(ctx context.Context, name string, c scheduler.Claim) (*sche
 	if err := p.waitReady(ctx); err != nil {
 		return nil, err
 	}
+	if err := p.apiUnavailable(name); err != nil {
+		return nil, err
+	}
 	prof, err := p.validProfile(name)
 	if err != nil {
 		return nil, err
@@ -219,6 +222,9 @@ func (p *Pool) newPod(prof *profile.Profile, state string, c *scheduler.Claim, n
 // informer; see scheduler.Pools.
 func (p *Pool) Create(ctx context.Context, name string, c scheduler.Claim, progress func(scheduler.WaitState)) (*scheduler.Pod, error) {
 	if err := p.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.apiUnavailable(name); err != nil {
 		return nil, err
 	}
 	prof, err := p.validProfile(name)

@@ -71,6 +71,13 @@ type Options struct {
 	BackoffMax           time.Duration // default 2m
 	ShrinkAfter          time.Duration // default 10m; see sizer
 	Resync               time.Duration // time-based checks, default 1s
+
+	// APIProbe asks the API server whether it can serve (its /readyz);
+	// nil disables the check. While it answers unhealthy, claims and
+	// creations fail at once; see apiHealth.
+	APIProbe        func(context.Context) error
+	APIProbeEvery   time.Duration // default 1s
+	APIProbeTimeout time.Duration // default 5s
 }
 
 func (o *Options) setDefaults() {
@@ -92,6 +99,8 @@ func (o *Options) setDefaults() {
 	def(&o.BackoffMax, 2*time.Minute)
 	def(&o.ShrinkAfter, 10*time.Minute)
 	def(&o.Resync, time.Second)
+	def(&o.APIProbeEvery, time.Second)
+	def(&o.APIProbeTimeout, 5*time.Second)
 	if o.MaxConcurrentCreates <= 0 {
 		o.MaxConcurrentCreates = 10
 	}
@@ -117,6 +126,7 @@ type Pool struct {
 	log      *slog.Logger
 	metrics  *metrics
 	opts     Options
+	api      apiHealth
 	// started is when this pool was made: pods claimed under this replica
 	// id before then belong to an earlier process of the same replica (a
 	// restart), which can no longer release them.
@@ -271,6 +281,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	g.Go(func() error { return p.keepLiveness(gctx, lease) })
 	g.Go(func() error { return p.elect(gctx) })
 	g.Go(func() error { return p.syncLoop(gctx) })
+	g.Go(func() error { p.probeAPI(gctx); return nil })
 	if p.execer != nil {
 		for range p.opts.PrepareConcurrency {
 			g.Go(func() error { p.prepareWorker(gctx); return nil })

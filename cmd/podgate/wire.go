@@ -106,6 +106,12 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 		LivenessLeaseDuration: cfg.Pool.LeaseDuration, LeaderLeaseDuration: cfg.Pool.LeaseDuration,
 		ReadyTimeout: cfg.Pool.ReadyTimeout, MaxIdleAge: cfg.Pool.MaxIdleAge,
 		MaxConcurrentCreates: cfg.Pool.MaxCreating,
+		// Claims fail at once with "cluster unavailable" while the API
+		// server refuses connections or reports itself unhealthy.
+		APIProbe: func(ctx context.Context) error {
+			_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			return err
+		},
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,215 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podgate/podgate/kube/kubetest"
+)
+
+// The disruptive scenarios stop a daemon of the shared cluster. They skip
+// unless PODGATE_CHAOS_DISRUPT=1 (set by `make chaos`, which runs them
+// under the exclusive cluster lock), and they always start the daemon
+// again, even when they fail (and the supervisor restarts it by itself
+// after maxDown should the test process die).
+
+// unavailableText is what a user is told while the cluster is down.
+const unavailableText = "podgate: the cluster is unavailable"
+
+// Bounds for new connections during an outage: the issue asks for a clear
+// message within 2 s; 2 s is measured and reported, and the test asserts
+// only that every attempt ended with the message and none hung past a
+// generous bound.
+const (
+	outageAnswerGoal = 2 * time.Second
+	outageHangBound  = 15 * time.Second
+)
+
+// TestFaultClusterAPIServer stops the API server for 15 s under load.
+func TestFaultClusterAPIServer(t *testing.T) {
+	outageScenario(t, "kube-apiserver", "API server stopped for 15 s under load")
+}
+
+// TestFaultClusterEtcd stops etcd for 15 s under load: the API server stays
+// up but cannot answer writes or reads that miss its cache.
+func TestFaultClusterEtcd(t *testing.T) {
+	outageScenario(t, "etcd", "etcd stopped for 15 s and restarted under load")
+}
+
+// attempt is one new connection made during the scenario.
+type attempt struct {
+	start, end time.Time
+	code       int
+	msg        string
+}
+
+// outageScenario: held means podgate does not crash, running sessions keep
+// working (their exec streams need no new API call), new connections get
+// a clear "cluster unavailable" instead of hanging, and when the daemon
+// returns podgate recovers with no restart (informers resync, the pool
+// refills, logins work).
+func outageScenario(t *testing.T, daemon, name string) {
+	o := disruptive(t)
+	env := kubetest.New(t)
+	sc := NewScenario(t, "faults", name)
+	const min = 3
+	g := startFaultGate(t, env, "a", nil, min, fmt.Sprintf("PODGATE_POOL_MIN=%d", min), "PODGATE_MAX_WAIT=10s")
+	w := watchPods(t, env)
+	cats := openCats(t, g, "bob", Size(3, 10))
+	if !w.waitFor(2*time.Minute, func(podCounts) bool { return w.readyIdle("default") >= min }) {
+		t.Fatalf("pool not at %d idle before the outage: %v", min, w.counts())
+	}
+	target := int(g.metric("podgate_pool_target", "profile", "default"))
+
+	// Load: a new OpenSSH login every 250 ms through the whole scenario.
+	var (
+		mu       sync.Mutex
+		attempts []attempt
+	)
+	stopLoad := make(chan struct{})
+	var loadWG sync.WaitGroup
+	for i := range 2 {
+		loadWG.Add(1)
+		go func() {
+			defer loadWG.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stopLoad:
+					return
+				case <-time.After(time.Duration(250+i*125) * time.Millisecond):
+				}
+				a := attempt{start: time.Now()}
+				out, errOut, code := runSSH(g.SSH("alice", "alice", "echo in-pod"), "", time.Minute)
+				a.end, a.code, a.msg = time.Now(), code, withoutProgressLines(errOut)
+				if code == 0 && strings.TrimSpace(out) != "in-pod" {
+					a.code, a.msg = -3, "wrong output "+out
+				}
+				mu.Lock()
+				attempts = append(attempts, a)
+				mu.Unlock()
+			}
+		}()
+	}
+	endLoad := sync.OnceFunc(func() { close(stopLoad); loadWG.Wait() })
+	defer endLoad()
+	time.Sleep(2 * time.Second)
+
+	outage := 15 * time.Second
+	start := stopDaemon(t, o, daemon, 3*time.Minute)
+	down := time.Now()
+	// Probe the running sessions through the outage.
+	probes, probeFails := 0, 0
+	var probeErrs []string
+	for time.Since(down) < outage {
+		okN, errs := probeAll(cats, fmt.Sprintf("probe-%d", probes), 5*time.Second)
+		probes++
+		if okN != len(cats) {
+			probeFails++
+			for _, e := range errs {
+				probeErrs = append(probeErrs, e.Error())
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	upCalled := time.Now()
+	took, err := start()
+	if err != nil {
+		t.Fatalf("starting %s again: %v", daemon, err)
+	}
+	sc.Figure("outage", "%s down for %.1f s, ready %.1f s after start", daemon, upCalled.Sub(down).Seconds(), took.Seconds())
+
+	select {
+	case <-g.Exited():
+		sc.Check(false, "podgate does not crash", "exited during the outage")
+	default:
+		sc.Check(true, "podgate does not crash", "still running")
+	}
+	sc.Check(probeFails == 0, "sessions already running keep working", "%d sessions × %d probes, %d rounds failed %v", len(cats), probes, probeFails, probeErrs)
+
+	// Recovery: logins work again, without a restart.
+	recoverStart := time.Now()
+	var recovered time.Duration
+	for time.Since(recoverStart) < 2*time.Minute {
+		out, _, code := runSSH(g.SSH("alice", "alice", "echo back"), "", 30*time.Second)
+		if code == 0 && strings.TrimSpace(out) == "back" {
+			recovered = time.Since(recoverStart)
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	endLoad()
+	sc.Figure("daemon ready → first login served", "%.1f s", recovered.Seconds())
+	sc.Check(recovered > 0, "logins work again after the outage, with no restart", "first success after %.1f s", recovered.Seconds())
+
+	// Informers resync: a pod deleted behind podgate's back is seen and
+	// replaced, and the pool is back at target.
+	idle := w.idleNames("default")
+	var victim string
+	for n := range idle {
+		victim = n
+		break
+	}
+	if victim != "" {
+		zero := int64(0)
+		_ = env.Client.CoreV1().Pods(env.Namespace).Delete(context.Background(), victim, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	}
+	refilled := w.waitFor(2*time.Minute, func(podCounts) bool {
+		return !w.live(victim) && w.readyIdle("default") >= target
+	})
+	sc.Check(refilled, "informers resync and the pool refills", "ready idle %d, target %d, %v", w.readyIdle("default"), target, w.counts())
+	okAgain, errs := probeAll(cats, "after", 10*time.Second)
+	sc.Check(okAgain == len(cats), "sessions opened before the outage still work after it", "%d of %d answered %v", okAgain, len(cats), errs)
+
+	// New connections during the outage.
+	mu.Lock()
+	all := append([]attempt{}, attempts...)
+	mu.Unlock()
+	var during []attempt
+	for _, a := range all {
+		if a.start.After(down) && a.start.Before(upCalled) {
+			during = append(during, a)
+		}
+	}
+	var (
+		durs               []float64
+		clear, hung, other int
+		samples            = map[string]int{}
+	)
+	for _, a := range during {
+		d := a.end.Sub(a.start)
+		durs = append(durs, d.Seconds())
+		switch {
+		case d > outageHangBound || a.code == -1:
+			hung++
+		case a.code != 0 && strings.Contains(a.msg, unavailableText):
+			clear++
+		case a.code == 0:
+			// A login that still worked (e.g. etcd's outage not yet felt).
+		default:
+			other++
+		}
+		samples[fmt.Sprintf("exit %d: %s", a.code, a.msg)]++
+	}
+	sort.Float64s(durs)
+	within := 0
+	for _, d := range durs {
+		if d <= outageAnswerGoal.Seconds() {
+			within++
+		}
+	}
+	if len(durs) > 0 {
+		sc.Figure("new connections during the outage", "%d: %d told \"cluster unavailable\", %d other refusals, %d hung", len(during), clear, other, hung)
+		sc.Figure("time to the answer", "median %.2f s, max %.2f s; %d of %d within %v", durs[len(durs)/2], durs[len(durs)-1], within, len(durs), outageAnswerGoal)
+	}
+	sc.Figure("what users saw", "%v", samples)
+	sc.Check(len(during) > 0, "new connections were tried during the outage", "%d attempts", len(during))
+	sc.Check(hung == 0, "no new connection hangs", "%d of %d took longer than %v", hung, len(during), outageHangBound)
+	sc.Check(other == 0 && clear > 0, "new connections get a clear \"cluster unavailable\" message", "%d clear, %d other: %v", clear, other, samples)
+}
