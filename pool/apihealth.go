@@ -28,6 +28,9 @@ type apiHealth struct {
 	down  bool
 	since time.Time // when the verdict last changed
 	last  error     // the failure that made it down
+	// downSignal ends when the verdict goes down; see downCtx.
+	downSignal context.Context
+	signalDown context.CancelFunc
 }
 
 // observe records one probe result and reports whether the verdict changed.
@@ -48,6 +51,12 @@ func (h *apiHealth) observe(err error, now time.Time) bool {
 		return false
 	}
 	h.down, h.since = down, now
+	if h.signalDown != nil {
+		// Going down ends the current signal; going up makes the next
+		// caller of downCtx start a fresh one.
+		h.signalDown()
+		h.downSignal, h.signalDown = nil, nil
+	}
 	return true
 }
 

@@ -73,7 +73,13 @@ func (p *Pool) Claim(ctx context.Context, name string, c scheduler.Claim) (*sche
 			p.unreserve(cand.Name)
 			return nil, err
 		}
-		got, err := p.client.CoreV1().Pods(p.opts.Namespace).Patch(ctx, cand.Name, types.MergePatchType, body, metav1.PatchOptions{})
+		// The call gives up at once should the API server be found
+		// unavailable while it is in flight.
+		pctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(p.api.downCtx(), cancel)
+		got, err := p.client.CoreV1().Pods(p.opts.Namespace).Patch(pctx, cand.Name, types.MergePatchType, body, metav1.PatchOptions{})
+		stop()
+		cancel()
 		switch {
 		case err == nil:
 			p.metrics.claims.WithLabelValues(prof.Name, "hit").Inc()
@@ -86,6 +92,7 @@ func (p *Pool) Claim(ctx context.Context, name string, c scheduler.Claim) (*sche
 		default:
 			p.metrics.claims.WithLabelValues(prof.Name, "error").Inc()
 			p.unreserve(cand.Name)
+			p.abandon(cand, labelValue(c.Session))
 			return nil, fmt.Errorf("claiming pod %q: %w: %w", cand.Name, err, scheduler.ErrClusterUnavailable)
 		}
 	}

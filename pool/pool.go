@@ -169,6 +169,9 @@ type Pool struct {
 	// or a miss.
 	failedUIDs map[string]struct{}
 	coldUIDs   map[types.UID]struct{}
+	// abandoned holds claims of unknown outcome by pod name; see
+	// settleAbandoned.
+	abandoned map[string]abandonedClaim
 }
 
 var _ scheduler.Pools = (*Pool)(nil)
@@ -225,6 +228,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		sizers:     map[string]*sizer{},
 		failedUIDs: map[string]struct{}{},
 		coldUIDs:   map[types.UID]struct{}{},
+		abandoned:  map[string]abandonedClaim{},
 	}
 	if err := pods.AddIndexers(cache.Indexers{
 		indexProfile:   indexByProfile,

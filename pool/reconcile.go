@@ -89,6 +89,7 @@ func (p *Pool) sync(now time.Time) {
 	if lctx != nil {
 		p.reap(lctx, now)
 	}
+	p.settleAbandoned(now)
 }
 
 func boolFloat(b bool) float64 {
