@@ -226,17 +226,20 @@ func (a *connAttachment) Close() error {
 	a.tty, a.plain = nil, nil
 	a.mu.Unlock()
 	a.cancel()
+	a.done()
+	// Park (or release) before the slow part: closing prepared streams
+	// and waiting for a spare one in preparation take round trips to the
+	// kubelet, and a user who reconnects within them would otherwise
+	// miss the parked pod and be given another.
+	if !a.s.pools.Alive(a.pod) || !a.s.park(a.id, a.pol.ReconnectWindow, a.pod) {
+		a.s.release(a.pod)
+	}
 	a.wg.Wait()
 	for _, p := range []Prepared{tty, plain} {
 		if p != nil {
 			_ = p.Close()
 		}
 	}
-	a.done()
-	if a.s.pools.Alive(a.pod) && a.s.park(a.id, a.pol.ReconnectWindow, a.pod) {
-		return nil
-	}
-	a.s.release(a.pod)
 	return nil
 }
 
