@@ -70,7 +70,8 @@ func cdfPlot(res *Results) *plot.Plot {
 		"milliseconds (log scale)", "fraction of connections")
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
-	p.Y.Min, p.Y.Max = 0, 1
+	// Headroom above 1 keeps the legend (top left) clear of the curves.
+	p.Y.Min, p.Y.Max = 0, 1.15
 	for i, r := range []Run{res.Warm, res.Cold} {
 		var v []float64
 		for _, s := range r.Samples {
