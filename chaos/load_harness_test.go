@@ -68,6 +68,9 @@ type gate struct {
 	*podgatetest.Server
 	t   *testing.T
 	env *kubetest.Env
+	// signers are the users' keys for Go clients, loaded once at start so
+	// that client goroutines never need the test's Fatal.
+	signers map[string]ssh.Signer
 }
 
 // gateOpts says how to start a gate.
@@ -107,7 +110,16 @@ func startGate(t *testing.T, env *kubetest.Env, o gateOpts) *gate {
 	if o.Keys != nil {
 		ps.Keys = o.Keys.Keys
 	}
-	g := &gate{Server: ps, t: t, env: env}
+	g := &gate{Server: ps, t: t, env: env, signers: map[string]ssh.Signer{}}
+	for u, path := range ps.Keys {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.signers[u], err = ssh.ParsePrivateKey(b); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(func() {
 		if err := ps.Stop(30 * time.Second); err != nil {
 			t.Error(err)
@@ -157,19 +169,8 @@ func (g *gate) metric(name string, kv ...string) float64 {
 	return m.Value(name, kv...)
 }
 
-// signer loads user's private key for Go clients.
-func (g *gate) signer(user string) ssh.Signer {
-	g.t.Helper()
-	b, err := os.ReadFile(g.Keys[user])
-	if err != nil {
-		g.t.Fatal(err)
-	}
-	s, err := ssh.ParsePrivateKey(b)
-	if err != nil {
-		g.t.Fatal(err)
-	}
-	return s
-}
+// signer is user's private key for Go clients.
+func (g *gate) signer(user string) ssh.Signer { return g.signers[user] }
 
 // clientConfig is a Go SSH client logging in as login with auth.
 func clientConfig(login string, auth ...ssh.AuthMethod) *ssh.ClientConfig {
