@@ -21,6 +21,11 @@ type Options struct {
 	// ProgressEvery is how often a waiting user is told how long they
 	// have waited. Default 1s.
 	ProgressEvery time.Duration
+	// MaxWaiting bounds the logins waiting for a cold pod at once, over
+	// all profiles; a login that would wait beyond it is refused at once
+	// with ErrAtCapacity, so a burst cannot pile up goroutines and pod
+	// creations. Zero means no bound; a negative value lets no login wait.
+	MaxWaiting int
 }
 
 // Scheduler turns authenticated connections into attachments: it enforces
@@ -48,6 +53,7 @@ type Scheduler struct {
 	// waiters lists, per profile, the tickets of connections waiting
 	// for a cold pod, for queue positions.
 	waiters map[string][]uint64
+	nWait   int // waiters over all profiles
 	ticket  uint64
 	// parked holds connection-mode pods kept for a reconnect, one LRU
 	// per distinct window length. hashicorp's expirable LRU runs one
@@ -199,7 +205,10 @@ func (s *Scheduler) obtain(ctx context.Context, pol Policy, c Claim, progress Pr
 	if !errors.Is(err, ErrNoIdlePod) {
 		return nil, err
 	}
-	t := s.enqueue(pol.Name)
+	t, ok := s.enqueue(pol.Name)
+	if !ok {
+		return nil, fmt.Errorf("profile %q: %d logins already waiting for a pod: %w", pol.Name, max(s.opts.MaxWaiting, 0), ErrAtCapacity)
+	}
 	defer s.dequeue(pol.Name, t)
 	var (
 		mu    sync.Mutex
@@ -246,13 +255,18 @@ func (s *Scheduler) obtain(ctx context.Context, pol Policy, c Claim, progress Pr
 	return pod, nil
 }
 
-// enqueue and dequeue track waiters for queue positions.
-func (s *Scheduler) enqueue(profile string) uint64 {
+// enqueue and dequeue track waiters for queue positions. enqueue reports
+// false, and queues nothing, when MaxWaiting logins already wait.
+func (s *Scheduler) enqueue(profile string) (uint64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if m := s.opts.MaxWaiting; m < 0 || m > 0 && s.nWait >= m {
+		return 0, false
+	}
+	s.nWait++
 	s.ticket++
 	s.waiters[profile] = append(s.waiters[profile], s.ticket)
-	return s.ticket
+	return s.ticket, true
 }
 
 func (s *Scheduler) dequeue(profile string, t uint64) {
@@ -262,6 +276,7 @@ func (s *Scheduler) dequeue(profile string, t uint64) {
 	for i, x := range w {
 		if x == t {
 			s.waiters[profile] = append(w[:i:i], w[i+1:]...)
+			s.nWait--
 			break
 		}
 	}

@@ -116,7 +116,13 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	if err != nil {
 		return nil, err
 	}
-	if a.sched, err = scheduler.New(a.pool, execer, clk, log, reg, scheduler.Options{}); err != nil {
+	// PODGATE_MAX_WAITING=0 lets no login wait; the scheduler spells that
+	// as a negative bound, its zero meaning unbounded.
+	maxWaiting := cfg.Limits.MaxWaiting
+	if maxWaiting == 0 {
+		maxWaiting = -1
+	}
+	if a.sched, err = scheduler.New(a.pool, execer, clk, log, reg, scheduler.Options{MaxWaiting: maxWaiting}); err != nil {
 		return nil, err
 	}
 
