@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -99,6 +100,9 @@ func (o Options) track(ctx context.Context, p *proc) {
 // progress, so the caller may then stop every daemon.
 func (o Options) serveControl(ctx context.Context, d *daemons, comps map[string]component) error {
 	path := o.controlPath()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	_ = os.Remove(path)
 	l, err := net.Listen("unix", path)
 	if err != nil {
