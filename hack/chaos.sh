@@ -26,6 +26,9 @@ if [ "${1:-}" != inner ]; then
 fi
 
 LOCK=/tmp/podgate-cluster.lock
+# flock -o: the lock is held by flock itself, not inherited by the tests
+# and the podgate processes they start, so that one left behind by a
+# killed test cannot hold the cluster lock forever.
 GO=${GO:-go}
 date=$(date -u +%Y-%m-%d)
 out=chaos/results
@@ -39,14 +42,14 @@ rc=0
 
 echo "== chaos: scenarios (shared cluster lock)"
 set +e
-flock -s "$LOCK" $GO test -count=1 -p 1 -timeout 120m -v ./chaos/ 2>&1 | tee "$out/scenarios-$date.log" | grep -E '^(--- |FAIL|ok|PASS)|held|figure'
+flock -o -s "$LOCK" $GO test -count=1 -p 1 -timeout 120m -v ./chaos/ 2>&1 | tee "$out/scenarios-$date.log" | grep -E '^(--- |FAIL|ok|PASS)|held|figure'
 st=${PIPESTATUS[0]}
 set -e
 [ "$st" = 0 ] || rc=1
 
 echo "== chaos: disruptive fault scenarios (exclusive cluster lock)"
 set +e
-PODGATE_CHAOS_DISRUPT=1 flock -x "$LOCK" $GO test -count=1 -p 1 -timeout 40m -v -run '^TestFaultCluster' ./chaos/ 2>&1 | tee "$out/disruptive-$date.log" | grep -E '^(--- |FAIL|ok|PASS)|held|figure'
+PODGATE_CHAOS_DISRUPT=1 flock -o -x "$LOCK" $GO test -count=1 -p 1 -timeout 40m -v -run '^TestFaultCluster' ./chaos/ 2>&1 | tee "$out/disruptive-$date.log" | grep -E '^(--- |FAIL|ok|PASS)|held|figure'
 st=${PIPESTATUS[0]}
 set -e
 [ "$st" = 0 ] || rc=1
