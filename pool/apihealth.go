@@ -71,6 +71,16 @@ func (h *apiHealth) unavailable() error {
 	return h.last
 }
 
+// upFor reports whether the API has been available for at least d; before
+// any outage was seen it is. After an outage every replica's liveness
+// Lease may look expired only because nobody could renew it, so the reaper
+// waits this long before it trusts an expired Lease again.
+func (h *apiHealth) upFor(now time.Time, d time.Duration) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.down && (h.since.IsZero() || now.Sub(h.since) >= d)
+}
+
 // probeAPI runs opts.APIProbe every opts.APIProbeEvery until ctx ends,
 // logging each change of verdict.
 func (p *Pool) probeAPI(ctx context.Context) {

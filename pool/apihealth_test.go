@@ -42,3 +42,25 @@ func TestAPIHealth(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIHealthUpFor: after an outage, expired Leases are not trusted until
+// the API has been back for a Lease period.
+func TestAPIHealthUpFor(t *testing.T) {
+	var h apiHealth
+	t0 := time.Unix(1000, 0)
+	ttl := 5 * time.Second
+	if !h.upFor(t0, ttl) {
+		t.Fatal("no outage seen yet, but not up")
+	}
+	h.observe(errors.New("connection refused"), t0)
+	if h.upFor(t0.Add(time.Minute), ttl) {
+		t.Fatal("up while down")
+	}
+	h.observe(nil, t0.Add(20*time.Second))
+	if h.upFor(t0.Add(24*time.Second), ttl) {
+		t.Error("trusted 4 s after recovery, want a full Lease period")
+	}
+	if !h.upFor(t0.Add(25*time.Second), ttl) {
+		t.Error("not trusted a Lease period after recovery")
+	}
+}

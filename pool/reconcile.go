@@ -284,6 +284,12 @@ func (p *Pool) reap(ctx context.Context, now time.Time) {
 			if now.Sub(since) < p.opts.LivenessLeaseDuration {
 				continue
 			}
+			// Right after an API outage, Leases look expired because
+			// nobody could renew them; give their owners a Lease
+			// period to renew before reaping their users' pods.
+			if !p.api.upFor(now, p.opts.LivenessLeaseDuration) {
+				continue
+			}
 			if p.leaseExpired(owner, now) {
 				p.deleteAsLeader(ctx, pod, "owner "+owner+" is gone")
 			}
