@@ -62,7 +62,13 @@ func outageScenario(t *testing.T, daemon, name string) {
 	const min = 3
 	g := startFaultGate(t, env, "a", nil, min, fmt.Sprintf("PODGATE_POOL_MIN=%d", min), "PODGATE_MAX_WAIT=10s")
 	w := watchPods(t, env)
+	// A second replica with sessions of its own: after the outage every
+	// replica's Lease looks expired, and the leader must not take that
+	// for a dead replica and delete its users' pods.
+	b := startFaultGate(t, env, "b", g, -1, fmt.Sprintf("PODGATE_POOL_MIN=%d", min), "PODGATE_MAX_WAIT=10s")
 	cats := openCats(t, g, "bob", Size(3, 10))
+	catsB := openCats(t, b, "bob", Size(2, 5))
+	podsB := w.claimedBy("b")
 	if !w.waitFor(2*time.Minute, func(podCounts) bool { return w.readyIdle("default") >= min }) {
 		t.Fatalf("pool not at %d idle before the outage: %v", min, w.counts())
 	}
@@ -164,8 +170,15 @@ func outageScenario(t *testing.T, daemon, name string) {
 		return !w.live(victim) && w.readyIdle("default") >= target
 	})
 	sc.Check(refilled, "informers resync and the pool refills", "ready idle %d, target %d, %v", w.readyIdle("default"), target, w.counts())
-	okAgain, errs := probeAll(cats, "after", 10*time.Second)
-	sc.Check(okAgain == len(cats), "sessions opened before the outage still work after it", "%d of %d answered %v", okAgain, len(cats), errs)
+	okAgain, errs := probeAll(append(append([]*catSession{}, cats...), catsB...), "after", 10*time.Second)
+	sc.Check(okAgain == len(cats)+len(catsB), "sessions opened before the outage still work after it, on both replicas", "%d of %d answered %v", okAgain, len(cats)+len(catsB), errs)
+	var reaped []string
+	for n := range podsB {
+		if !w.live(n) {
+			reaped = append(reaped, n)
+		}
+	}
+	sc.Check(len(podsB) > 0 && len(reaped) == 0, "no live replica's pods are reaped because its Lease lapsed during the outage", "%d of replica b's %d pods deleted %v", len(reaped), len(podsB), reaped)
 
 	// New connections during the outage.
 	mu.Lock()
