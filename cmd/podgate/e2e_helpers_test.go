@@ -129,12 +129,6 @@ func runCmd(t *testing.T, cmd *exec.Cmd, stdin []byte) (string, string, int) {
 	return out.String(), strings.TrimSpace(errb.String()), code
 }
 
-// idlePods reads the default profile's idle pod count from /metrics, so
-// tests start from a warm pool as users of a running podgate would.
-func (s *server) idlePods() int {
-	return int(s.IdlePods(context.Background(), "default"))
-}
-
 // eventually checks cond every 100 ms until it holds or timeout passes, and
 // fails the test naming what never happened. The e2e tests wait on things
 // that offer no event to watch (a process's HTTP port, a terminal screen, a
