@@ -223,4 +223,3 @@ func (c *readErrConn) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-
