@@ -37,7 +37,6 @@ var baseEnv = []string{
 	"PODGATE_MAX_WAITING=1000",
 	"PODGATE_POD_CPU_REQUEST=10m",
 	"PODGATE_POD_MEMORY_REQUEST=16Mi",
-	"PODGATE_POOL_MAX_CREATING=20",
 	"PODGATE_IMAGE=localhost/podgate-debian:local",
 	"PODGATE_SHELL=/bin/bash -l",
 	"PODGATE_LOG_LEVEL=warn",

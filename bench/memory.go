@@ -31,12 +31,12 @@ func (r *Runner) Memory(ctx context.Context, c Config) (Memory, error) {
 	defer del()
 	r.Progress.Step(fmt.Sprintf("memory: warming %d pods", c.MemConns), 0)
 	pg, err := r.start(ctx, ns, "memory", c.MemConns,
-		fmt.Sprintf("PODGATE_POOL_MIN=%d", c.MemConns), fmt.Sprintf("PODGATE_POOL_MAX=%d", c.MemConns+10))
+		fmt.Sprintf("PODGATE_POOL_MIN=%d", c.MemConns), fmt.Sprintf("PODGATE_POOL_MAX=%d", c.MemConns+10), fastWarm)
 	if err != nil {
 		return out, err
 	}
 	defer pg.stop()
-	settle(ctx, 5*time.Second)
+	settle(ctx, 3*time.Second)
 	if err := r.footprint(ctx, pg, &out.RSS0, &out.Heap0, &out.Gor0); err != nil {
 		return out, err
 	}
@@ -77,7 +77,7 @@ func (r *Runner) Memory(ctx context.Context, c Config) (Memory, error) {
 		}()
 	}
 	wg.Wait()
-	settle(ctx, 5*time.Second)
+	settle(ctx, 3*time.Second)
 	m, err := pg.Scrape(ctx)
 	if err == nil {
 		out.Active = m.Value("podgate_sessions_active")

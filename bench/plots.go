@@ -191,8 +191,8 @@ func sustainedPlot(res *Results) *plot.Plot {
 	target.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
 	p.Add(target)
 	p.Legend.Add("target 99 %", target)
-	p.Y.Min, p.Y.Max = 0, 105
-	p.Legend.Top = false
+	p.Y.Min, p.Y.Max = 0, 125
+	p.Legend.Top = true
 	p.Legend.Left = false
 	p.Legend.YOffs = vg.Points(20)
 	p.Legend.XOffs = -vg.Points(10)

@@ -104,7 +104,7 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	for _, n := range m.Nodes {
 		p("  - node %s", n)
 	}
-	p("- Machine: %d CPUs (%s), %s memory; the cluster, podgate and the client share it", m.CPUs, m.CPUModel, m.MemTotal)
+	p("- Machine: %d CPUs (%s), %s memory; the cluster, podgate and the client share it. Load average (1, 5, 15 min) at the start %s, at the end %s: other work on the machine (builds and tests of other checkouts) is not stopped during the run, so figures carry its noise.", m.CPUs, m.CPUModel, m.MemTotal, m.LoadStart, m.LoadEnd)
 	p("- Guest image: localhost/podgate-debian:local, shell `/bin/bash -l`, connection mode (one pod per SSH connection)")
 	p("- podgate settings for every scenario: `%s`; per scenario the pool bounds and QPS/burst below", strings.Join(baseEnv, " "))
 	p("- Sizes: warm %d (pool min %d), cold %d, burst %d at QPS/burst %v, sustained %.0f/s for %v (sessions %v–%v, pool min %d), memory %d connections × %d sessions, throughput %d MB",
@@ -129,7 +129,7 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	p("")
 	p("## 1. Warm sequential")
 	p("")
-	p("%d connections one after another, each opening a TTY shell, running `echo ok` and leaving. The pool minimum is %d and a connection starts only when at least %d pods are idle (an untimed wait), so the run measures warm attaches while the pool refills behind it.", c.Warm, c.WarmPool, max(1, c.WarmPool/2))
+	p("%d connections one after another, each opening a TTY shell, running `echo ok` and leaving. The pool minimum is %d and a connection starts only when at least %d pods are idle (an untimed wait), so the run measures warm attaches while the pool refills behind it with at most a few pods starting at a time.", c.Warm, c.WarmPool, warmGate(c))
 	p("")
 	runTable(&b, res.Warm)
 	p("")

@@ -32,21 +32,36 @@ type Results struct {
 
 // Meta says where and on what the run happened.
 type Meta struct {
-	Date             time.Time
-	Commit           string
-	ServerVersion    string
-	Nodes            []string
-	CPUs             int
-	CPUModel         string
-	MemTotal         string
-	Kubeconfig       string
-	Duration         time.Duration
-	KubectlClientVer string
+	Date          time.Time
+	Commit        string
+	ServerVersion string
+	Nodes         []string
+	CPUs          int
+	CPUModel      string
+	MemTotal      string
+	Kubeconfig    string
+	Duration      time.Duration
+	// LoadStart and LoadEnd are /proc/loadavg at the start and the end:
+	// other work on the machine shows here.
+	LoadStart, LoadEnd string
+}
+
+// LoadAvg is the first three fields of /proc/loadavg.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // CollectMeta reads the machine, cluster and commit.
 func CollectMeta(ctx context.Context, kube kubernetes.Interface, kubeconfig string) Meta {
-	m := Meta{Date: time.Now(), CPUs: runtime.NumCPU(), Kubeconfig: kubeconfig}
+	m := Meta{Date: time.Now(), CPUs: runtime.NumCPU(), Kubeconfig: kubeconfig, LoadStart: LoadAvg()}
 	if out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
 		m.Commit = strings.TrimSpace(string(out))
 		if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {

@@ -136,9 +136,9 @@ func (r *Runner) Warm(ctx context.Context, c Config) (Run, error) {
 		return Run{}, err
 	}
 	defer pg.stop()
-	settle(ctx, 3*time.Second) // let the pool prepare exec streams
+	settle(ctx, 2*time.Second) // let the pool prepare exec streams
 	r.Progress.Step(fmt.Sprintf("warm sequential (%d)", c.Warm), c.Warm)
-	gate := func() error { return pg.waitIdle(ctx, max(1, c.WarmPool/2), 2*time.Minute) }
+	gate := func() error { return pg.waitIdle(ctx, warmGate(c), 2*time.Minute) }
 	return r.sequential(ctx, pg, "warm", c.Warm, gate)
 }
 
@@ -174,11 +174,11 @@ func (r *Runner) Sweep(ctx context.Context, c Config) ([]Run, error) {
 		r.Progress.Step(fmt.Sprintf("burst %d at QPS/burst %s: warming", c.Burst, q), 0)
 		pg, err := r.start(ctx, ns, "burst", c.Burst,
 			fmt.Sprintf("PODGATE_POOL_MIN=%d", c.Burst), fmt.Sprintf("PODGATE_POOL_MAX=%d", 2*c.Burst+10),
-			fmt.Sprintf("PODGATE_KUBE_QPS=%d", q.QPS), fmt.Sprintf("PODGATE_KUBE_BURST=%d", q.Burst))
+			fmt.Sprintf("PODGATE_KUBE_QPS=%d", q.QPS), fmt.Sprintf("PODGATE_KUBE_BURST=%d", q.Burst), fastWarm)
 		if err != nil {
 			return runs, err
 		}
-		settle(ctx, 5*time.Second) // streams prepared, rate limiter bucket refilled
+		settle(ctx, 3*time.Second) // streams prepared, rate limiter bucket refilled
 		r.Progress.Step(fmt.Sprintf("burst %d at QPS/burst %s", c.Burst, q), c.Burst)
 		run, err := r.burst(ctx, pg, c.Burst, q)
 		pg.stop()
@@ -246,6 +246,16 @@ func (r *Runner) burst(ctx context.Context, pg *podgate, n int, q QPS) (Run, err
 	run.Throttled, run.ThrottleWait = throttling(before, after)
 	return run, nil
 }
+
+// fastWarm lets a pool of a hundred pods warm in about a minute; it is
+// used only where the pool is warmed before anything is timed (podgate's
+// default is 5 creations in flight).
+const fastWarm = "PODGATE_POOL_MAX_CREATING=20"
+
+// warmGate is how many idle pods the warm sequential run waits for before
+// each connection: the pool nearly full, so that at most a couple of
+// replacement pods start (and take CPU) while an attach is timed.
+func warmGate(c Config) int { return max(1, c.WarmPool-2) }
 
 // settle waits d unless ctx ends first.
 func settle(ctx context.Context, d time.Duration) {

@@ -59,9 +59,10 @@ func targets(b *strings.Builder, res *Results) {
 		ratio, hits, total := HitRatio(res.Sustained.Samples, 15*time.Second)
 		p("| sustained hit ratio after the first 15 s | ≥ 99 %% | %.1f %% (%d of %d) | %s |", 100*ratio, hits, total, verdict(ratio >= 0.99))
 		if ratio < 0.99 {
-			bounds = append(bounds, fmt.Sprintf("Sustained: the pool starts at %d idle pods and grows by one per miss; with %.0f arrivals/s holding pods %v–%v, about %.0f pods are in use at once, and refilling is bounded by pod start time (cold claim mean %s). Misses come while the target catches up.",
-				res.Config.SustainedPoolMin, res.Config.Rate, res.Config.SessionMin, res.Config.SessionMax,
-				res.Config.Rate*(res.Config.SessionMin+res.Config.SessionMax).Seconds()/2, fsec(phaseMean(res.Cold, "claim"))))
+			cs := res.Sustained.ColdStarts
+			bounds = append(bounds, fmt.Sprintf("Sustained: pods are never reused, so %.0f arrivals/s use up %.0f pods/s, with about %.0f in use at once (sessions %v–%v). The pool starts at %d idle pods and its target grows by one per miss, while every miss also starts a cold pod; during the run %0.f cold pods took p50 %s (mean %s) from creation to Ready, against a cold claim of %s in the quiet cold sequential run. The node's pod start rate (2 CPUs shared by the whole cluster) bounds the hit ratio: once the pool falls behind, the pods starting for waiting users slow down every other start.",
+				res.Config.Rate, res.Config.Rate, res.Config.Rate*(res.Config.SessionMin+res.Config.SessionMax).Seconds()/2,
+				res.Config.SessionMin, res.Config.SessionMax, res.Config.SustainedPoolMin, cs.Count, fsec(cs.P50), fsec(cs.Mean), fsec(phaseMean(res.Cold, "claim"))))
 		}
 	}
 	if mem := res.Memory; mem.Sessions > 0 && mem.RSS1 > 0 {
@@ -145,7 +146,7 @@ func sustained(b *strings.Builder, res *Results) {
 		p("Not run.")
 		return
 	}
-	p("Poisson arrivals at %.0f/s for %v (fixed seed), each session holding its shell %v–%v (uniform), the pool starting at its minimum of %d idle pods and growing on misses. A miss is attributed **from the client side**: podgate writes \"waiting for a pod\" on the session's stderr before a cold pod exists, so it always precedes the prompt. podgate_claims_total{result} scraped every second cross-checks it.", c.Rate, c.For, c.SessionMin, c.SessionMax, c.SustainedPoolMin)
+	p("Poisson arrivals at %.0f/s for %v (fixed seed), each session holding its shell %v–%v (uniform), the pool starting at its minimum of %d idle pods and growing on misses. A miss is attributed **from the client side**: podgate writes \"waiting for a pod\" to the session (stdout on a TTY) before a cold pod exists, so it always precedes the prompt. podgate_claims_total{result} scraped every second cross-checks it.", c.Rate, c.For, c.SessionMin, c.SessionMax, c.SustainedPoolMin)
 	p("")
 	all, hits, total := HitRatio(s.Samples, 0)
 	after, h15, t15 := HitRatio(s.Samples, 15*time.Second)
@@ -153,6 +154,9 @@ func sustained(b *strings.Builder, res *Results) {
 	if n := len(s.Server); n > 0 {
 		last := s.Server[n-1]
 		p("podgate counted %.0f hits and %.0f misses (podgate_claims_total, cumulative at the last scrape, which may miss the final second).", last.Hits, last.Misses)
+	}
+	if cs := s.ColdStarts; cs.Count > 0 {
+		p("Cold pods started for waiting users: %.0f, creation to Ready p50 %s, p99 %s, mean %s (podgate_pod_start_duration_seconds).", cs.Count, fsec(cs.P50), fsec(cs.P99), fsec(cs.Mean))
 	}
 	p("")
 	p("| attaches | p50 | p90 | p99 | max | count | errors |")

@@ -18,6 +18,9 @@ type Sustained struct {
 	// client-side hit/miss attribution.
 	Server []ServerPoint
 	Phases []Phase
+	// ColdStarts is podgate_pod_start_duration_seconds over the run: cold
+	// pods made for waiting users, creation to Ready.
+	ColdStarts Phase
 }
 
 // Bin counts one window's arrivals.
@@ -128,6 +131,10 @@ func (r *Runner) Sustained(ctx context.Context, c Config) (Sustained, error) {
 	after, err := pg.Scrape(ctx)
 	if err == nil {
 		out.Phases = phases(before, after)
+		h := histDelta(before, after, "podgate_pod_start_duration_seconds")
+		if h.count > 0 {
+			out.ColdStarts = Phase{Name: "cold pod start", Count: h.count, Mean: h.sum / h.count, P50: h.quantile(0.5), P99: h.quantile(0.99)}
+		}
 	}
 	out.Samples = sortByIndex(samples)
 	out.Bins = bins(out.Samples, c.For)

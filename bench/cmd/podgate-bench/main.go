@@ -136,6 +136,7 @@ func run() error {
 	}
 	prog.Done()
 	res.Meta.Duration = time.Since(start)
+	res.Meta.LoadEnd = bench.LoadAvg()
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted: %w", ctx.Err())
 	}
