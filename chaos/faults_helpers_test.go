@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podgate/podgate/cmd/podgate/podgatetest"
 	"github.com/podgate/podgate/kube/kubetest"
 	"github.com/podgate/podgate/kube/localcluster"
 	"github.com/podgate/podgate/pool"
@@ -54,7 +55,20 @@ type catSession struct {
 	sess   *ssh.Session
 	in     io.WriteCloser
 	lines  chan string
-	ended  chan error // receives the session's end once
+	stderr *podgatetest.SafeBuffer
+	ended  chan struct{} // closed when the session has ended
+	endErr error         // the session's end, valid once ended is closed
+}
+
+// end reports whether the session has ended, with its exit error (an
+// *ssh.ExitError carries the status) and what it wrote to stderr.
+func (c *catSession) end() (bool, string, error) {
+	select {
+	case <-c.ended:
+		return true, c.stderr.String(), c.endErr
+	default:
+		return false, "", nil
+	}
 }
 
 // openCat logs in as user and starts cat in a new session.
@@ -78,18 +92,21 @@ func openCat(g *gate, user string) (*catSession, error) {
 		c.Close()
 		return nil, err
 	}
+	errBuf := &podgatetest.SafeBuffer{}
+	s.Stderr = errBuf
 	if err := s.Start("cat"); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("starting cat: %w", err)
 	}
-	cs := &catSession{client: c, sess: s, in: in, lines: make(chan string, 16), ended: make(chan error, 1)}
+	cs := &catSession{client: c, sess: s, in: in, lines: make(chan string, 16), stderr: errBuf, ended: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			cs.lines <- sc.Text()
 		}
 		close(cs.lines)
-		cs.ended <- s.Wait()
+		cs.endErr = s.Wait()
+		close(cs.ended)
 	}()
 	if err := cs.probe("hello", 30*time.Second); err != nil {
 		cs.close()

@@ -219,9 +219,19 @@ func (e *Executor) resolveContainer(ctx context.Context, pod scheduler.PodRef) (
 // pod or its container is no longer running. The stream's own error does
 // not say so reliably (it may be an upgrade failure, a reset connection or
 // a kubelet message), so the pod is read to decide.
+//
+// When the pod cannot be read either, the stream most likely broke because
+// the API server that proxies it went away (a stream cannot outlive the
+// API server process it runs through), so scheduler.ErrClusterUnavailable
+// is added and the user is told the cluster is unavailable rather than
+// given an internal error.
 func (e *Executor) streamError(pod scheduler.PodRef, op string, err error) error {
-	if e.podGone(pod) {
+	gone, readErr := e.podState(pod)
+	if gone {
 		return fmt.Errorf("%s in pod %s/%s: %w: %w", op, pod.Namespace, pod.Name, scheduler.ErrPodGone, err)
+	}
+	if readErr != nil {
+		return fmt.Errorf("%s in pod %s/%s: %w (reading the pod: %v): %w", op, pod.Namespace, pod.Name, err, readErr, scheduler.ErrClusterUnavailable)
 	}
 	return fmt.Errorf("%s in pod %s/%s: %w", op, pod.Namespace, pod.Name, err)
 }
@@ -230,18 +240,25 @@ func (e *Executor) streamError(pod scheduler.PodRef, op string, err error) error
 // longer runs the container. An unreadable pod counts as present: the
 // caller then reports the original error rather than a guess.
 func (e *Executor) podGone(pod scheduler.PodRef) bool {
+	gone, _ := e.podState(pod)
+	return gone
+}
+
+// podState is podGone, also returning the error when the pod could not be
+// read at all.
+func (e *Executor) podState(pod scheduler.PodRef) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	p, err := e.pods.Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return true
+		return true, nil
 	}
 	if err != nil {
 		e.log.Debug("reading pod to classify a stream error", "pod", pod.Namespace+"/"+pod.Name, "err", err)
-		return false
+		return false, err
 	}
 	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return true
+		return true, nil
 	}
 	container := pod.Container
 	if container == "" && len(p.Spec.Containers) > 0 {
@@ -252,14 +269,14 @@ func (e *Executor) podGone(pod scheduler.PodRef) bool {
 		inSpec = inSpec || c.Name == container
 	}
 	if !inSpec {
-		return true
+		return true, nil
 	}
 	for _, cs := range p.Status.ContainerStatuses {
 		if cs.Name == container {
-			return cs.State.Running == nil
+			return cs.State.Running == nil, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // exitStatus turns a finished stream's result into an exit status.

@@ -81,7 +81,12 @@ func (p *Pool) keepLiveness(ctx context.Context, lease *coordv1.Lease) error {
 			return nil
 		case <-t.C():
 		}
-		l, err := p.renewLiveness(ctx, lease)
+		// Each renewal gets one renewal period: a request stuck on an API
+		// server that is coming back must not hold up the next renewal
+		// while the Lease runs out.
+		rctx, cancel := context.WithTimeout(ctx, p.opts.LivenessRenew)
+		l, err := p.renewLiveness(rctx, lease)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -94,6 +99,24 @@ func (p *Pool) keepLiveness(ctx context.Context, lease *coordv1.Lease) error {
 	}
 }
 
+// confirmExpired reads a replica's liveness Lease from the API server,
+// not the cache, before its users' pods are deleted: after an outage the
+// Lease informer may hold old copies for a while (its watch is re-listed
+// with backoff), and a stale copy must not cost anyone their session. Any
+// error means no: reaping can wait for the next pass.
+func (p *Pool) confirmExpired(ctx context.Context, replica string, now time.Time) bool {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.LivenessRenew)
+	defer cancel()
+	l, err := p.client.CoordinationV1().Leases(p.opts.Namespace).Get(ctx, livenessLeaseName(replica), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	return leaseLapsed(l, now)
+}
+
 // leaseExpired reports whether a replica's liveness Lease is missing or
 // past its renew time plus duration, as the Lease informer sees it.
 func (p *Pool) leaseExpired(replica string, now time.Time) bool {
@@ -102,7 +125,13 @@ func (p *Pool) leaseExpired(replica string, now time.Time) bool {
 		return true
 	}
 	l, ok := o.(*coordv1.Lease)
-	if !ok || l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+	return !ok || leaseLapsed(l, now)
+}
+
+// leaseLapsed reports whether a Lease is past its renew time plus its
+// duration (or says neither).
+func leaseLapsed(l *coordv1.Lease, now time.Time) bool {
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
 		return true
 	}
 	until := l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second)

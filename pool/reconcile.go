@@ -253,6 +253,9 @@ func (p *Pool) createIdle(ctx context.Context, prof *profile.Profile, name strin
 // never younger than a Lease period, so a starting replica is not mistaken
 // for a dead one), pods left released, and idle pods of removed profiles.
 func (p *Pool) reap(ctx context.Context, now time.Time) {
+	// gone caches, for this pass, each owner's Lease as read from the API
+	// server; see confirmExpired.
+	gone := map[string]bool{}
 	for _, o := range p.pods.GetStore().List() {
 		pod, ok := o.(*corev1.Pod)
 		if !ok || pod.DeletionTimestamp != nil {
@@ -290,7 +293,15 @@ func (p *Pool) reap(ctx context.Context, now time.Time) {
 			if !p.api.upFor(now, p.opts.LivenessLeaseDuration) {
 				continue
 			}
-			if p.leaseExpired(owner, now) {
+			if !p.leaseExpired(owner, now) {
+				continue
+			}
+			g, seen := gone[owner]
+			if !seen {
+				g = p.confirmExpired(ctx, owner, now)
+				gone[owner] = g
+			}
+			if g {
 				p.deleteAsLeader(ctx, pod, "owner "+owner+" is gone")
 			}
 		}
