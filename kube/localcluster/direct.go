@@ -111,6 +111,10 @@ func (o Options) startDirect(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	// The daemon outlives this process: it must not inherit descriptors
+	// this process got from its own parent, such as a lock held by the
+	// flock(1) that runs a test, which it would then hold forever.
+	closeInheritedOnExec()
 	cmd := exec.Command(sc.Argv[0], sc.Argv[1:]...)
 	cmd.Env = sc.Env
 	cmd.Stdout, cmd.Stderr = f, f
@@ -153,4 +157,18 @@ func (o Options) startDirect(ctx context.Context, name string) error {
 	}
 	o.Log.Info("daemon started directly", "name", name, "pid", pid)
 	return nil
+}
+
+// closeInheritedOnExec marks every descriptor above stderr close-on-exec.
+// Go opens its own files that way already; this catches those inherited.
+func closeInheritedOnExec() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
