@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -35,11 +36,27 @@ func settings(pol Policy) Settings {
 	return Settings{
 		Profile:        pol.Name,
 		Mode:           pol.Mode,
-		AllowEnv:       func(name string) bool { return slices.Contains(allow, name) },
+		AllowEnv:       func(name string) bool { return envAllowed(allow, name) },
 		PortForwarding: pol.PortForwarding,
 		IdleTimeout:    pol.IdleTimeout,
 		MaxSession:     pol.MaxSession,
 	}
+}
+
+// envAllowed reports whether name matches one of the allowlist's entries:
+// an exact name, or a prefix followed by "*" (LC_* matches LC_ALL), as
+// PODGATE_ENV_ALLOW documents.
+func envAllowed(allow []string, name string) bool {
+	for _, a := range allow {
+		if prefix, ok := strings.CutSuffix(a, "*"); ok {
+			if strings.HasPrefix(name, prefix) {
+				return true
+			}
+		} else if a == name {
+			return true
+		}
+	}
+	return false
 }
 
 // runIn runs one process in a held pod, on a prepared stream of the right

@@ -278,7 +278,9 @@ func parseEnvNames(v string) ([]string, error) {
 		if n == "" {
 			continue
 		}
-		if errs := validation.IsEnvVarName(n); len(errs) > 0 {
+		// A trailing * makes the entry a prefix (LC_*), as for
+		// PODGATE_ENV_ALLOW; the rest must still be a variable name.
+		if errs := validation.IsEnvVarName(strings.TrimSuffix(n, "*")); len(errs) > 0 {
 			return nil, fmt.Errorf("%q: %s", n, strings.Join(errs, "; "))
 		}
 		names = append(names, n)
