@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +50,10 @@ type conn struct {
 
 	preAuthAt      time.Time
 	loggedBadLogin bool
+	// authFailures and lastLogin describe refused attempts, for the audit
+	// line of a connection that never authenticated.
+	authFailures int
+	lastLogin    string
 
 	id     scheduler.Identity
 	sconn  *ssh.ServerConn
@@ -94,6 +99,13 @@ func (s *Server) handle(ctx context.Context, nc net.Conn, host string, acceptedA
 	if err != nil {
 		s.log.Debug("ssh handshake failed", "conn_id", c.connID, "remote", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
+		if c.authFailures > 0 {
+			// Refused logins are audited once per connection (not per
+			// attempt, so a guessing client cannot flood the trail).
+			s.audit.Info("connection", "conn_id", c.connID, "authenticated", false, "login", c.lastLogin,
+				"remote", nc.RemoteAddr().String(), "start", acceptedAt, "duration", time.Since(acceptedAt),
+				"auth_failures", c.authFailures)
+		}
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
@@ -196,6 +208,10 @@ func (c *conn) authLog(meta ssh.ConnMetadata, method string, err error) {
 		result = "failure"
 		c.srv.throttle.Failed(c.host)
 	}
+	if err != nil {
+		c.authFailures++
+		c.lastLogin = auditLogin(meta.User())
+	}
 	c.srv.metrics.authAttempts.WithLabelValues(method, result).Inc()
 	c.srv.log.Debug("ssh auth attempt", "conn_id", c.connID, "login", meta.User(), "method", method, "result", result)
 }
@@ -264,7 +280,7 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 	nSession := c.nSession
 	c.mu.Unlock()
 	attrs := []any{
-		"conn_id", c.connID, "user", c.id.User, "profile", c.id.Profile,
+		"conn_id", c.connID, "authenticated", true, "user", c.id.User, "profile", c.id.Profile,
 		"remote", c.id.RemoteAddr, "key_fp", c.id.KeyFingerprint, "pod", pod,
 		"client", string(sconn.ClientVersion()), "start", c.acceptedAt,
 		"duration", time.Since(c.acceptedAt), "sessions", nSession,
@@ -460,4 +476,14 @@ func (a *attachState) wait(ctx context.Context, show func(string)) (scheduler.At
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// auditLogin is a login name as a client sent it, made safe for the audit
+// trail: valid UTF-8 and at most 64 bytes (the JSON handler escapes
+// control characters).
+func auditLogin(login string) string {
+	if len(login) > 64 {
+		login = login[:64]
+	}
+	return strings.ToValidUTF8(login, "\uFFFD")
 }

@@ -119,6 +119,9 @@ func (s *session) serve(ctx context.Context, nch ssh.NewChannel) {
 		}
 		return
 	}
+	if pn, ok := att.(podNamer); ok {
+		rec.pod = pn.PodName()
+	}
 	rec.status, rec.cut, rec.err = s.run(ctx, att, st)
 	if rec.err != nil && rec.cut == "" && ctx.Err() == nil {
 		s.log.Warn("session failed", "err", rec.err)
@@ -350,6 +353,7 @@ type sessionRecord struct {
 	start     startReq
 	startedAt time.Time
 	tty       bool
+	pod       string // empty when the session never got one
 	status    scheduler.ExitStatus
 	cut       string
 	err       error
@@ -358,7 +362,7 @@ type sessionRecord struct {
 func (s *session) auditLine(r sessionRecord) {
 	attrs := []any{
 		"conn_id", s.c.connID, "session", s.num, "user", s.c.id.User, "profile", s.c.id.Profile,
-		"remote", s.c.id.RemoteAddr, "kind", kindName(r.start.kind), "command", r.start.command, "subsystem", r.start.subsystem,
+		"remote", s.c.id.RemoteAddr, "pod", r.pod, "kind", kindName(r.start.kind), "command", r.start.command, "subsystem", r.start.subsystem,
 		"tty", r.tty, "start", r.startedAt, "duration", time.Since(r.startedAt),
 		"exit_code", r.status.Code, "exit_signal", r.status.Signal,
 	}
