@@ -74,10 +74,10 @@ func TestAuditSessionNamesPod(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	lines = auditLines(t, h, "session")
-	if len(lines) != 1 || lines[0]["pod"] != "pod-1" || lines[0]["command"] != "echo hi" {
+	if len(lines) != 1 || lines[0]["pod"] != "pod-1" || lines[0]["command"] != "echo hi" || lines[0]["profile"] != "default" {
 		t.Fatalf("session lines %v", lines)
 	}
-	if conn := auditLines(t, h, "connection"); len(conn) != 1 || conn[0]["authenticated"] != true || conn[0]["pod"] != "pod-1" {
+	if conn := auditLines(t, h, "connection"); len(conn) != 1 || conn[0]["authenticated"] != true || conn[0]["pod"] != "pod-1" || conn[0]["profile"] != "default" {
 		t.Errorf("connection lines %v", conn)
 	}
 }

@@ -267,10 +267,15 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 	c.wg.Wait()
 	<-attachDone
 	att, attErr := c.attach.result()
-	pod := ""
+	pod, profile := "", c.id.Profile
 	if att != nil {
 		if pn, ok := att.(podNamer); ok {
 			pod = pn.PodName()
+		}
+		// The profile the scheduler resolved (the default one has an
+		// empty name in the login).
+		if p := att.Settings().Profile; p != "" {
+			profile = p
 		}
 		if err := att.Close(); err != nil {
 			c.srv.log.Warn("closing attachment", "conn_id", c.connID, "err", err)
@@ -280,7 +285,7 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 	nSession := c.nSession
 	c.mu.Unlock()
 	attrs := []any{
-		"conn_id", c.connID, "authenticated", true, "user", c.id.User, "profile", c.id.Profile,
+		"conn_id", c.connID, "authenticated", true, "user", c.id.User, "profile", profile,
 		"remote", c.id.RemoteAddr, "key_fp", c.id.KeyFingerprint, "pod", pod,
 		"client", string(sconn.ClientVersion()), "start", c.acceptedAt,
 		"duration", time.Since(c.acceptedAt), "sessions", nSession,

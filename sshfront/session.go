@@ -1,6 +1,7 @@
 package sshfront
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -122,6 +123,7 @@ func (s *session) serve(ctx context.Context, nch ssh.NewChannel) {
 	if pn, ok := att.(podNamer); ok {
 		rec.pod = pn.PodName()
 	}
+	rec.profile = att.Settings().Profile
 	rec.status, rec.cut, rec.err = s.run(ctx, att, st)
 	if rec.err != nil && rec.cut == "" && ctx.Err() == nil {
 		s.log.Warn("session failed", "err", rec.err)
@@ -354,6 +356,7 @@ type sessionRecord struct {
 	startedAt time.Time
 	tty       bool
 	pod       string // empty when the session never got one
+	profile   string // as resolved by the scheduler; empty when none
 	status    scheduler.ExitStatus
 	cut       string
 	err       error
@@ -361,7 +364,7 @@ type sessionRecord struct {
 
 func (s *session) auditLine(r sessionRecord) {
 	attrs := []any{
-		"conn_id", s.c.connID, "session", s.num, "user", s.c.id.User, "profile", s.c.id.Profile,
+		"conn_id", s.c.connID, "session", s.num, "user", s.c.id.User, "profile", cmp.Or(r.profile, s.c.id.Profile),
 		"remote", s.c.id.RemoteAddr, "pod", r.pod, "kind", kindName(r.start.kind), "command", r.start.command, "subsystem", r.start.subsystem,
 		"tty", r.tty, "start", r.startedAt, "duration", time.Since(r.startedAt),
 		"exit_code", r.status.Code, "exit_signal", r.status.Signal,
