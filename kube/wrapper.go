@@ -378,7 +378,10 @@ func signalNumber(name string) int {
 }
 
 // killArgv is the exec argv that delivers signal name to pid with the sh
-// kill builtin; name must have passed signalNumber.
+// kill builtin; name must have passed signalNumber. A process that has
+// already exited counts as delivered: the hang-up after a client leaves
+// usually finds the command gone (its stdin ended), and reporting that as a
+// failure put one warning per closed session in the operator log.
 func killArgv(name string, pid int) []string {
-	return []string{wrapperShell, "-c", `kill -s "$1" "$2"`, "podgate-kill", name, strconv.Itoa(pid)}
+	return []string{wrapperShell, "-c", `kill -0 "$2" 2>/dev/null || exit 0; kill -s "$1" "$2"`, "podgate-kill", name, strconv.Itoa(pid)}
 }
