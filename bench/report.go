@@ -133,6 +133,14 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	p("")
 	runTable(&b, res.Warm)
 	p("")
+	if len(res.WarmSh.Samples) > 0 {
+		p("### 1b. Warm sequential, login shell /bin/sh")
+		p("")
+		p("%d more connections, identical but for `PODGATE_SHELL=/bin/sh` (dash, no profile) instead of `/bin/bash -l`: the difference is the guest shell's own start-up, which podgate's exec_start phase includes.", c.WarmSh)
+		p("")
+		runTable(&b, res.WarmSh)
+		p("")
+	}
 	p("## 2. Cold sequential")
 	p("")
 	p("%d connections, identical, with no warm pool: `PODGATE_POOL_MIN=0 PODGATE_POOL_GROW=false`, so every connection gets a pod created when it connects, waits for it and then execs: the way ContainerSSH and Bifröst work.", c.Cold)

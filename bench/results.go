@@ -21,6 +21,7 @@ type Results struct {
 	Meta      Meta
 	Config    Config
 	Warm      Run
+	WarmSh    Run // the warm run with /bin/sh as login shell
 	Cold      Run
 	Sweep     []Run
 	Sustained Sustained
@@ -99,7 +100,7 @@ func CollectMeta(ctx context.Context, kube kubernetes.Interface, kubeconfig stri
 
 // AllSamples is every connection of the run, for the CSV.
 func (r *Results) AllSamples() []Sample {
-	out := append(append([]Sample{}, r.Warm.Samples...), r.Cold.Samples...)
+	out := append(append(append([]Sample{}, r.Warm.Samples...), r.WarmSh.Samples...), r.Cold.Samples...)
 	for _, s := range r.Sweep {
 		out = append(out, s.Samples...)
 	}

@@ -12,8 +12,9 @@ import (
 // Config sizes every scenario.
 type Config struct {
 	Quick bool
-	// Warm and Cold are the sequential connection counts.
-	Warm, Cold int
+	// Warm and Cold are the sequential connection counts; WarmSh is the
+	// count of the warm run with /bin/sh as the login shell.
+	Warm, Cold, WarmSh int
 	// WarmPool is the warm pool's minimum in the sequential warm run; a
 	// connection starts only when at least half of it is idle, so the
 	// run measures warm attaches while the pool refills behind it.
@@ -44,7 +45,7 @@ func (q QPS) String() string { return fmt.Sprintf("%d/%d", q.QPS, q.Burst) }
 // one for a run under five minutes.
 func DefaultConfig() Config {
 	return Config{
-		Warm: 200, Cold: 30, WarmPool: 20, Burst: 100,
+		Warm: 200, Cold: 30, WarmSh: 50, WarmPool: 20, Burst: 100,
 		Sweep: []QPS{{5, 10}, {20, 40}, {50, 100}, {200, 400}},
 		Rate:  3, For: 60 * time.Second, SessionMin: 5 * time.Second, SessionMax: 15 * time.Second,
 		SustainedPoolMin: 5, MemConns: 40, MemSessions: 5, ThroughputMB: 200,
@@ -55,7 +56,7 @@ func DefaultConfig() Config {
 func QuickConfig() Config {
 	c := DefaultConfig()
 	c.Quick = true
-	c.Warm, c.Cold, c.WarmPool, c.Burst = 50, 10, 10, 20
+	c.Warm, c.Cold, c.WarmSh, c.WarmPool, c.Burst = 50, 10, 10, 10, 20
 	c.For = 20 * time.Second
 	c.SustainedPoolMin = 3
 	c.MemConns, c.MemSessions = 8, 5
@@ -123,23 +124,40 @@ func throttling(before, after podgatetest.Metrics) (float64, time.Duration) {
 	return h.above(0.001), time.Duration(h.sum * float64(time.Second))
 }
 
-// Warm is scenario 1: sequential attaches against a warm pool.
-func (r *Runner) Warm(ctx context.Context, c Config) (Run, error) {
+// Warm is scenario 1: sequential attaches against a warm pool. A second,
+// shorter run (c.WarmSh connections) differs only in the login shell,
+// /bin/sh instead of `/bin/bash -l`, to show how much of the attach is the
+// guest shell's own start-up.
+func (r *Runner) Warm(ctx context.Context, c Config) (warm, sh Run, err error) {
 	ns, del, err := r.namespace(ctx, "warm")
 	if err != nil {
-		return Run{}, err
+		return warm, sh, err
 	}
 	defer del()
-	pg, err := r.start(ctx, ns, "warm", c.WarmPool,
-		fmt.Sprintf("PODGATE_POOL_MIN=%d", c.WarmPool), "PODGATE_POOL_MAX=250")
-	if err != nil {
-		return Run{}, err
+	for _, v := range []struct {
+		run   *Run
+		label string
+		n     int
+		shell string
+	}{{&warm, "warm", c.Warm, "/bin/bash -l"}, {&sh, "warm-sh", c.WarmSh, "/bin/sh"}} {
+		if v.n == 0 {
+			continue
+		}
+		pg, err := r.start(ctx, ns, "warm", c.WarmPool,
+			fmt.Sprintf("PODGATE_POOL_MIN=%d", c.WarmPool), "PODGATE_POOL_MAX=250", "PODGATE_SHELL="+v.shell)
+		if err != nil {
+			return warm, sh, err
+		}
+		settle(ctx, 2*time.Second) // let the pool prepare exec streams
+		r.Progress.Step(fmt.Sprintf("%s sequential (%d, shell %s)", v.label, v.n, v.shell), v.n)
+		gate := func() error { return pg.waitIdle(ctx, warmGate(c), 2*time.Minute) }
+		*v.run, err = r.sequential(ctx, pg, v.label, v.n, gate)
+		pg.stop()
+		if err != nil {
+			return warm, sh, err
+		}
 	}
-	defer pg.stop()
-	settle(ctx, 2*time.Second) // let the pool prepare exec streams
-	r.Progress.Step(fmt.Sprintf("warm sequential (%d)", c.Warm), c.Warm)
-	gate := func() error { return pg.waitIdle(ctx, warmGate(c), 2*time.Minute) }
-	return r.sequential(ctx, pg, "warm", c.Warm, gate)
+	return warm, sh, nil
 }
 
 // Cold is scenario 2: the same with no warm pool, a pod created per
