@@ -129,13 +129,20 @@ func timelinePlot(res *Results) *plot.Plot {
 
 // sweepPlot shows prompt latency percentiles per QPS/burst setting.
 func sweepPlot(res *Results) *plot.Plot {
-	p := newPlot(fmt.Sprintf("Burst of %d: attach latency by client-go QPS/burst", res.Config.Burst),
+	p := newPlot(fmt.Sprintf("Burst of %d: attach latency of the users let in, by client-go QPS/burst", res.Config.Burst),
 		"PODGATE_KUBE_QPS / PODGATE_KUBE_BURST", "milliseconds")
 	var names []string
 	for _, r := range res.Sweep {
-		names = append(names, r.QPS.String())
+		// Refused users have no latency; say so on the axis, or a
+		// setting that turned most users away would look fast.
+		name := r.QPS.String()
+		if e := Summarize(r.Samples, Prompt).Errors; e > 0 {
+			name += fmt.Sprintf("\n(%d of %d refused)", e, len(r.Samples))
+		}
+		names = append(names, name)
 	}
 	p.NominalX(names...)
+	top := 0.0
 	for k, q := range []struct {
 		name string
 		f    func(Summary) time.Duration
@@ -144,6 +151,7 @@ func sweepPlot(res *Results) *plot.Plot {
 		xy := make(plotter.XYs, len(res.Sweep))
 		for i, r := range res.Sweep {
 			xy[i] = plotter.XY{X: float64(i), Y: ms(q.f(Summarize(r.Samples, Prompt)))}
+			top = max(top, xy[i].Y)
 		}
 		l, pts, _ := plotter.NewLinePoints(xy)
 		style(l, k)
@@ -153,7 +161,8 @@ func sweepPlot(res *Results) *plot.Plot {
 		p.Add(l, pts)
 		p.Legend.Add(q.name, l, pts)
 	}
-	p.Y.Min = 0
+	// Headroom keeps the legend (top left) clear of the lines.
+	p.Y.Min, p.Y.Max = 0, 1.3*top
 	return p
 }
 

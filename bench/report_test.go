@@ -37,6 +37,7 @@ func TestWriteReportAndPlots(t *testing.T) {
 		res.Cold.Samples[i].Miss = true
 	}
 	res.Sweep = []Run{run("burst", QPS{5, 10}, time.Second), run("burst", QPS{50, 100}, 200*time.Millisecond)}
+	res.Sweep[0].Samples = append(res.Sweep[0].Samples, Sample{Err: "refused"})
 	res.Sustained.Samples = []Sample{{Scenario: "sustained", Start: 16 * time.Second, Timing: Timing{Prompt: 30 * time.Millisecond}},
 		{Scenario: "sustained", Index: 1, Start: 17 * time.Second, Timing: Timing{Prompt: 2 * time.Second, Miss: true}}}
 	res.Sustained.Bins = bins(res.Sustained.Samples, res.Config.For)
@@ -68,7 +69,7 @@ func TestWriteReportAndPlots(t *testing.T) {
 		}
 	}
 	csv, _ := os.ReadFile(filepath.Join(dir, "samples-2026-11-22-1500-quick.csv"))
-	if n := strings.Count(string(csv), "\n"); n != 1+3+2+2+2 {
+	if n := strings.Count(string(csv), "\n"); n != 1+3+2+3+2 {
 		t.Errorf("CSV has %d lines:\n%s", n, csv)
 	}
 }
