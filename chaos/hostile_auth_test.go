@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,8 +26,6 @@ type authHook struct {
 	pubkey   string // authorized_keys format, trimmed
 
 	passwordCalls, pubkeyCalls atomic.Int64
-	mu                         sync.Mutex // protects bodies
-	bodies                     []string
 }
 
 func newAuthHook(t *testing.T, password, pubkey string) *authHook {
