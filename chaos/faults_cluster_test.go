@@ -76,23 +76,28 @@ func outageScenario(t *testing.T, daemon, name string) {
 	}
 	target := int(g.metric("podgate_pool_target", "profile", "default"))
 
-	// Load: a new OpenSSH login every 250 ms through the whole scenario.
+	// Load: a new OpenSSH login every 200 ms through the whole scenario,
+	// each on its own, so that a login that hangs holds up no other.
 	var (
 		mu       sync.Mutex
 		attempts []attempt
 	)
 	stopLoad := make(chan struct{})
 	var loadWG sync.WaitGroup
-	for i := range 2 {
-		loadWG.Add(1)
-		go func() {
-			defer loadWG.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stopLoad:
-					return
-				case <-time.After(time.Duration(250+i*125) * time.Millisecond):
-				}
+	loadWG.Add(1)
+	go func() {
+		defer loadWG.Done()
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopLoad:
+				return
+			case <-tick.C:
+			}
+			loadWG.Add(1)
+			go func() {
+				defer loadWG.Done()
 				a := attempt{start: time.Now()}
 				out, errOut, code := runSSH(g.SSH("alice", "alice", "echo in-pod"), "", time.Minute)
 				a.end, a.code, a.msg = time.Now(), code, withoutProgressLines(errOut)
@@ -102,9 +107,9 @@ func outageScenario(t *testing.T, daemon, name string) {
 				mu.Lock()
 				attempts = append(attempts, a)
 				mu.Unlock()
-			}
-		}()
-	}
+			}()
+		}
+	}()
 	endLoad := sync.OnceFunc(func() { close(stopLoad); loadWG.Wait() })
 	defer endLoad()
 	time.Sleep(2 * time.Second)
@@ -223,6 +228,15 @@ func outageScenario(t *testing.T, daemon, name string) {
 			during = append(during, a)
 		}
 	}
+	// Logins already under way when the daemon stopped.
+	straddled, longest := 0, 0.0
+	for _, a := range tried {
+		if a.start.Before(down) && a.end.After(down) {
+			straddled++
+			longest = max(longest, a.end.Sub(a.start).Seconds())
+		}
+	}
+	sc.Figure("logins under way when it stopped", "%d, the longest took %.1f s", straddled, longest)
 	var (
 		durs               []float64
 		clear, hung, other int
