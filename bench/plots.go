@@ -94,6 +94,7 @@ func cdfPlot(res *Results) *plot.Plot {
 		name := map[string]string{"warm": "warm pool, bash -l", "warm-sh": "warm pool, /bin/sh", "cold": "pod per connection, bash -l"}[r.Scenario]
 		p.Legend.Add(fmt.Sprintf("%s (n=%d, p50 %s)", name, len(v), fms(Summarize(r.Samples, Prompt).P50)), l)
 	}
+	p.X.Max *= 1.5 // the slowest curve's last step stays visible
 	return p
 }
 
