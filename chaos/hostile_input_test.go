@@ -212,6 +212,22 @@ func hostileTerminal(t *testing.T, g *gate) {
 		}
 		close(lines)
 	}()
+	// Wait until the shell runs: a resize sent before the pod-side
+	// wrapper has applied the initial size is applied and then overwritten
+	// by it (reported to the lead; not what this scenario measures).
+	fmt.Fprintf(in, "echo ready\n")
+	ready := time.After(time.Minute)
+wait:
+	for {
+		select {
+		case l := <-lines:
+			if strings.HasSuffix(l, "ready") && !strings.Contains(l, "echo") {
+				break wait
+			}
+		case <-ready:
+			t.Fatal("shell did not answer")
+		}
+	}
 	for _, tc := range []struct {
 		rows, cols int
 		want       string
