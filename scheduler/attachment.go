@@ -166,6 +166,10 @@ func newConnAttachment(s *Scheduler, id Identity, pol Policy, pod *Pod, result s
 
 func (a *connAttachment) Settings() Settings { return settings(a.pol) }
 
+// PodName is the connection's pod, for the SSH front end's audit lines and
+// its "ssh -L port:<pod>:port" check.
+func (a *connAttachment) PodName() string { return a.pod.Ref.Name }
+
 // Run runs one session in the connection's pod.
 func (a *connAttachment) Run(ctx context.Context, p Process) (ExitStatus, error) {
 	if !a.s.pools.Alive(a.pod) {
