@@ -52,7 +52,7 @@ cluster-check: bin/localcluster
 ## test: lint, rule tests, unit tests, then every integration/e2e test on a real cluster (local, or KUBECONFIG)
 test: deps lint rules-test bin/localcluster
 	@st=$$($(LC) status); if [ -z "$$KUBECONFIG" ] && ! grep -q '^cluster: running' <<<"$$st"; then ./hack/cluster-check.sh; fi
-	./hack/with-cluster.sh $(GO) test -race -count=1 -p 1 -timeout 30m ./...
+	./hack/with-cluster.sh $(GO) test -race -count=1 -p 1 -timeout 60m ./...
 
 ## test-unit: the tests that need no cluster (the others skip)
 test-unit:

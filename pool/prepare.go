@@ -2,9 +2,14 @@ package pool
 
 import (
 	"context"
+	"time"
 
 	"github.com/podgate/podgate/scheduler"
 )
+
+// prepareTimeout bounds the opening of one pod's prepared streams; a
+// healthy exec is ready in well under a second.
+const prepareTimeout = 30 * time.Second
 
 // prepareWorker opens streams for queued idle pods until the queue shuts
 // down. PrepareConcurrency workers bound the load on the API server.
@@ -45,6 +50,11 @@ func (p *Pool) prepareOne(ctx context.Context, name string) {
 	p.mu.Unlock()
 
 	ref := scheduler.PodRef{Namespace: pod.Namespace, Name: pod.Name, Container: e.Profile.Container()}
+	// A stream that never becomes ready (an exec into a pod that is going
+	// away can hang in the kubelet) must not hold this worker, and its
+	// goroutines, forever.
+	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+	defer cancel()
 	tty, err := p.execer.Prepare(ctx, ref, true)
 	if err != nil {
 		p.log.Debug("preparing tty stream", "pod", name, "err", err)

@@ -23,12 +23,13 @@ import (
 // and /password with {username, remoteAddress, connectionId, publicKey or
 // passwordBase64}, answered by {success, profile}.
 type authHook struct {
-	key      string // the one accepted public key, "type base64"
 	password string // the one accepted password
 	profiles map[string]string
 
-	// mu protects reqs.
+	// mu protects key and reqs: the key is set once podgate has made the
+	// user's key, while podgate may already be calling the hook.
 	mu   sync.Mutex
+	key  string // the one accepted public key, "type base64"
 	reqs []hookRequest
 }
 
@@ -50,11 +51,12 @@ func (h *authHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req.Path = r.URL.Path
 	h.mu.Lock()
 	h.reqs = append(h.reqs, req)
+	key := h.key
 	h.mu.Unlock()
 	ok := false
 	switch r.URL.Path {
 	case "/pubkey":
-		ok = keyBody(req.PublicKey) == h.key
+		ok = keyBody(req.PublicKey) == key
 	case "/password":
 		pw, err := base64.StdEncoding.DecodeString(req.PasswordBase64)
 		ok = err == nil && string(pw) == h.password
@@ -137,7 +139,9 @@ func TestWebhookAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	hook.mu.Lock()
 	hook.key = keyBody(string(pub))
+	hook.mu.Unlock()
 
 	t.Run("key allowed", func(t *testing.T) {
 		out, errOut, code := runCmd(t, s.ssh("alice", `echo "user=$(id -u) mark=$HOOK_MARK"`), nil)
