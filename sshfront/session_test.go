@@ -35,21 +35,7 @@ func TestIdleTimeoutWarnsThenEnds(t *testing.T) {
 			settings: scheduler.Settings{IdleTimeout: 10 * time.Minute},
 			run:      blockingRun,
 		})
-		sess, err := b.client("alice").NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := &syncBuffer{}
-		sess.Stdout = out
-		stdin, _ := sess.StdinPipe()
-		if err := sess.RequestPty("xterm", 24, 80, nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := sess.Shell(); err != nil {
-			t.Fatal(err)
-		}
-		ended := make(chan error, 1)
-		go func() { ended <- sess.Wait() }()
+		out, stdin, ended := b.idleShell(t, "alice")
 
 		time.Sleep(8 * time.Minute)
 		synctest.Wait()

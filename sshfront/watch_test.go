@@ -1,6 +1,7 @@
 package sshfront
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -18,21 +19,7 @@ func TestShortIdleTimeoutWarnsAtHalf(t *testing.T) {
 			settings: scheduler.Settings{IdleTimeout: 20 * time.Second},
 			run:      blockingRun,
 		})
-		sess, err := b.client("alice").NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := &syncBuffer{}
-		sess.Stdout = out
-		stdin, _ := sess.StdinPipe()
-		if err := sess.RequestPty("xterm", 24, 80, nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := sess.Shell(); err != nil {
-			t.Fatal(err)
-		}
-		ended := make(chan error, 1)
-		go func() { ended <- sess.Wait() }()
+		out, stdin, ended := b.idleShell(t, "alice")
 		warnings := func() int { return strings.Count(out.String(), "for inactivity") }
 
 		time.Sleep(5 * time.Second)
@@ -86,4 +73,30 @@ func TestWarnLead(t *testing.T) {
 			t.Errorf("warnLead(%v, %v) = %v, want %v", c.limit, c.before, got, c.want)
 		}
 	}
+}
+
+// idleShell opens a terminal shell session for user and returns its output,
+// its stdin and a channel that receives the session's end, for the idle
+// timeout tests.
+func (b *bubble) idleShell(t *testing.T, user string) (*syncBuffer, io.WriteCloser, <-chan error) {
+	t.Helper()
+	sess, err := b.client(user).NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	sess.Stdout = out
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.RequestPty("xterm", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- sess.Wait() }()
+	return out, stdin, ended
 }
