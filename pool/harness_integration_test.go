@@ -162,37 +162,18 @@ type podWatch struct {
 	uids    map[string]map[types.UID]struct{}
 }
 
-func watchPods(t *testing.T, env *kubetest.Env) *podWatch {
+// informManagedPods runs an informer on the managed pods of env's
+// namespace until the test ends. handler gets the informer's store before
+// it starts and returns the function to call after every pod event; the
+// call returns once the informer has synced.
+func informManagedPods(t *testing.T, env *kubetest.Env, what string, handler func(cache.Store) func()) {
 	t.Helper()
 	f := informers.NewSharedInformerFactoryWithOptions(env.Client, 0, informers.WithNamespace(env.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = ManagedSelector }))
 	inf := f.Core().V1().Pods().Informer()
-	w := &podWatch{store: inf.GetStore(), changed: make(chan struct{}, 1),
-		maxIdle: map[string]int{}, uids: map[string]map[types.UID]struct{}{}}
-	poke := func() {
-		idle := map[string]int{}
-		w.mu.Lock()
-		for _, p := range w.pods() {
-			prof := p.Labels[LabelProfile]
-			if w.uids[prof] == nil {
-				w.uids[prof] = map[types.UID]struct{}{}
-			}
-			w.uids[prof][p.UID] = struct{}{}
-			if p.DeletionTimestamp == nil && p.Labels[LabelState] == StateIdle {
-				idle[prof]++
-			}
-		}
-		for prof, n := range idle {
-			w.maxIdle[prof] = max(w.maxIdle[prof], n)
-		}
-		w.mu.Unlock()
-		select {
-		case w.changed <- struct{}{}:
-		default:
-		}
-	}
+	on := handler(inf.GetStore())
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { poke() }, UpdateFunc: func(any, any) { poke() }, DeleteFunc: func(any) { poke() },
+		AddFunc: func(any) { on() }, UpdateFunc: func(any, any) { on() }, DeleteFunc: func(any) { on() },
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -200,9 +181,43 @@ func watchPods(t *testing.T, env *kubetest.Env) *podWatch {
 	f.Start(stop)
 	t.Cleanup(func() { close(stop); f.Shutdown() })
 	if !cache.WaitForCacheSync(stop, inf.HasSynced) {
-		t.Fatal("test pod watch did not sync")
+		t.Fatalf("%s did not sync", what)
 	}
+}
+
+func watchPods(t *testing.T, env *kubetest.Env) *podWatch {
+	t.Helper()
+	var w *podWatch
+	informManagedPods(t, env, "test pod watch", func(store cache.Store) func() {
+		w = &podWatch{store: store, changed: make(chan struct{}, 1),
+			maxIdle: map[string]int{}, uids: map[string]map[types.UID]struct{}{}}
+		return w.poke
+	})
 	return w
+}
+
+// poke records the pods in the store after an event and signals changed.
+func (w *podWatch) poke() {
+	idle := map[string]int{}
+	w.mu.Lock()
+	for _, p := range w.pods() {
+		prof := p.Labels[LabelProfile]
+		if w.uids[prof] == nil {
+			w.uids[prof] = map[types.UID]struct{}{}
+		}
+		w.uids[prof][p.UID] = struct{}{}
+		if p.DeletionTimestamp == nil && p.Labels[LabelState] == StateIdle {
+			idle[prof]++
+		}
+	}
+	for prof, n := range idle {
+		w.maxIdle[prof] = max(w.maxIdle[prof], n)
+	}
+	w.mu.Unlock()
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
 }
 
 // created returns how many distinct pods of a profile were seen so far.

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/podgate/podgate/kube/kubetest"
@@ -70,22 +68,11 @@ type levelRecorder struct {
 
 func recordLevels(t *testing.T, env *kubetest.Env, prof string) *levelRecorder {
 	t.Helper()
-	f := informers.NewSharedInformerFactoryWithOptions(env.Client, 0, informers.WithNamespace(env.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = ManagedSelector }))
-	inf := f.Core().V1().Pods().Informer()
-	r := &levelRecorder{store: inf.GetStore(), prof: prof, changed: make(chan struct{}, 1)}
-	on := func() { r.sample() }
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { on() }, UpdateFunc: func(any, any) { on() }, DeleteFunc: func(any) { on() },
-	}); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	f.Start(stop)
-	t.Cleanup(func() { close(stop); f.Shutdown() })
-	if !cache.WaitForCacheSync(stop, inf.HasSynced) {
-		t.Fatal("level recorder did not sync")
-	}
+	var r *levelRecorder
+	informManagedPods(t, env, "level recorder", func(store cache.Store) func() {
+		r = &levelRecorder{store: store, prof: prof, changed: make(chan struct{}, 1)}
+		return r.sample
+	})
 	return r
 }
 
