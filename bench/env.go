@@ -165,6 +165,51 @@ func (p *podgate) waitIdle(ctx context.Context, n int, limit time.Duration) erro
 	}
 }
 
+// waitSettled waits until the pool of podgate pg in ns has done all its
+// work: n idle pods, each Ready with its exec streams prepared, none
+// starting, none claimed, and no pod of ns being deleted. It polls, because
+// podgate is another process whose /metrics is the thing to watch; the pod
+// list is read at most every 50 ms, and only in the benchmark.
+func (r *Runner) waitSettled(ctx context.Context, pg *podgate, ns string, n int, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		if settledMetrics(ctx, pg, n) {
+			pods, err := r.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			if err == nil && !anyDeleting(pods.Items) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a settled pool of %d: %w", n, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// settledMetrics reports whether podgate's own gauges show a full pool with
+// nothing starting or claimed and every idle pod's streams prepared.
+func settledMetrics(ctx context.Context, pg *podgate, n int) bool {
+	m, err := pg.Scrape(ctx)
+	if err != nil {
+		return false
+	}
+	state := func(s string) float64 { return m.Value("podgate_pool_pods", "profile", "default", "state", s) }
+	return int(state("idle")) >= n && state("warming") == 0 && state("claimed") == 0 &&
+		int(m.Value("podgate_pool_prepared_pods")) >= n
+}
+
+// anyDeleting reports whether a pod is on its way out.
+func anyDeleting(pods []corev1.Pod) bool {
+	for i := range pods {
+		if pods[i].DeletionTimestamp != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // rss reads the process's resident set size in bytes from /proc.
 func rss(pid int) (int64, error) {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))

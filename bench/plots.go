@@ -72,7 +72,7 @@ func cdfPlot(res *Results) *plot.Plot {
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	// Headroom above 1 keeps the legend (top left) clear of the curves.
 	p.Y.Min, p.Y.Max = 0, 1.15
-	for i, r := range []Run{res.Warm, res.WarmSh, res.Cold} {
+	for i, r := range []Run{res.Warm, res.WarmSh, res.WarmBusy, res.Cold} {
 		var v []float64
 		for _, s := range r.Samples {
 			if s.OK() && s.Prompt > 0 {
@@ -91,7 +91,7 @@ func cdfPlot(res *Results) *plot.Plot {
 		style(l, i)
 		l.StepStyle = plotter.PostStep
 		p.Add(l)
-		name := map[string]string{"warm": "warm pool, bash -l", "warm-sh": "warm pool, /bin/sh", "cold": "pod per connection, bash -l"}[r.Scenario]
+		name := map[string]string{"warm": "warm pool, bash -l", "warm-sh": "warm pool, /bin/sh", "warm-busy": "warm pool during refill, bash -l", "cold": "pod per connection, bash -l"}[r.Scenario]
 		p.Legend.Add(fmt.Sprintf("%s (n=%d, p50 %s)", name, len(v), fms(Summarize(r.Samples, Prompt).P50)), l)
 	}
 	p.X.Max *= 1.5 // the slowest curve's last step stays visible

@@ -107,8 +107,8 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	p("- Machine: %d CPUs (%s), %s memory; the cluster, podgate and the client share it. Load average (1, 5, 15 min) at the start %s, at the end %s: other work on the machine (builds and tests of other checkouts) is not stopped during the run, so figures carry its noise.", m.CPUs, m.CPUModel, m.MemTotal, m.LoadStart, m.LoadEnd)
 	p("- Guest image: localhost/podgate-debian:local, shell `/bin/bash -l`, connection mode (one pod per SSH connection)")
 	p("- podgate settings for every scenario: `%s`; per scenario the pool bounds and QPS/burst below", strings.Join(baseEnv, " "))
-	p("- Sizes: warm %d (pool min %d), cold %d, burst %d at QPS/burst %v, sustained %.0f/s for %v (sessions %v–%v, pool min %d), memory %d connections × %d sessions, throughput %d MB",
-		c.Warm, c.WarmPool, c.Cold, c.Burst, c.Sweep, c.Rate, c.For, c.SessionMin, c.SessionMax, c.SustainedPoolMin, c.MemConns, c.MemSessions, c.ThroughputMB)
+	p("- Sizes: warm %d + %d with /bin/sh + %d during refill (pool min %d), cold %d, burst %d at QPS/burst %v, sustained %.0f/s for %v (sessions %v–%v, pool min %d), memory %d connections × %d sessions, throughput %d MB",
+		c.Warm, c.WarmSh, c.WarmBusy, c.WarmPool, c.Cold, c.Burst, c.Sweep, c.Rate, c.For, c.SessionMin, c.SessionMax, c.SustainedPoolMin, c.MemConns, c.MemSessions, c.ThroughputMB)
 	p("- Client: a Go SSH client (golang.org/x/crypto/ssh) on the same machine; every time is from the start of the TCP connect on one monotonic clock. *Prompt* is the first byte of shell output, the attach latency a user sees.")
 	if len(res.Failures) > 0 {
 		p("")
@@ -129,7 +129,7 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	p("")
 	p("## 1. Warm sequential")
 	p("")
-	p("%d connections one after another, each opening a TTY shell, running `echo ok` and leaving. The pool minimum is %d and a connection starts only when at least %d pods are idle (an untimed wait), so the run measures warm attaches while the pool refills behind it with at most a few pods starting at a time.", c.Warm, c.WarmPool, warmGate(c))
+	p("%d connections one after another, each opening a TTY shell, running `echo ok` and leaving. The pool minimum is %d, and each connection starts on a settled pool (an untimed wait): %d idle pods, each Ready with its exec streams prepared, and no pod starting or being deleted. This is the attach of a user who arrives after the pool has refilled behind the previous one; 1c shows the attach while it is still refilling.", c.Warm, c.WarmPool, c.WarmPool)
 	p("")
 	runTable(&b, res.Warm)
 	p("")
@@ -139,6 +139,14 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 		p("%d more connections, identical but for `PODGATE_SHELL=/bin/sh` (dash, no profile) instead of `/bin/bash -l`: the difference is the guest shell's own start-up, which podgate's exec_start phase includes.", c.WarmSh)
 		p("")
 		runTable(&b, res.WarmSh)
+		p("")
+	}
+	if len(res.WarmBusy.Samples) > 0 {
+		p("### 1c. Warm sequential during refill")
+		p("")
+		p("%d more connections with `bash -l`, each starting as soon as %d of the %d pods are idle, so every attach shares the 2 CPUs with the replacement pods starting (runc, containerd, CNI, the kubelet and the API server) and the used pod being deleted. The guest's few milliseconds of work (stty, the shell's start-up, the prompt) and each hop of the exec stream wait for CPU behind that work.", c.WarmBusy, warmGate(c), c.WarmPool)
+		p("")
+		runTable(&b, res.WarmBusy)
 		p("")
 	}
 	p("## 2. Cold sequential")

@@ -22,6 +22,7 @@ type Results struct {
 	Config    Config
 	Warm      Run
 	WarmSh    Run // the warm run with /bin/sh as login shell
+	WarmBusy  Run // the warm run that does not wait for the pool to settle
 	Cold      Run
 	Sweep     []Run
 	Sustained Sustained
@@ -100,7 +101,10 @@ func CollectMeta(ctx context.Context, kube kubernetes.Interface, kubeconfig stri
 
 // AllSamples is every connection of the run, for the CSV.
 func (r *Results) AllSamples() []Sample {
-	out := append(append(append([]Sample{}, r.Warm.Samples...), r.WarmSh.Samples...), r.Cold.Samples...)
+	var out []Sample
+	for _, run := range []Run{r.Warm, r.WarmSh, r.WarmBusy, r.Cold} {
+		out = append(out, run.Samples...)
+	}
 	for _, s := range r.Sweep {
 		out = append(out, s.Samples...)
 	}

@@ -13,11 +13,14 @@ import (
 type Config struct {
 	Quick bool
 	// Warm and Cold are the sequential connection counts; WarmSh is the
-	// count of the warm run with /bin/sh as the login shell.
-	Warm, Cold, WarmSh int
-	// WarmPool is the warm pool's minimum in the sequential warm run; a
-	// connection starts only when at least half of it is idle, so the
-	// run measures warm attaches while the pool refills behind it.
+	// count of the warm run with /bin/sh as the login shell, WarmBusy of
+	// the warm run that does not wait for the pool to settle.
+	Warm, Cold, WarmSh, WarmBusy int
+	// WarmPool is the warm pool's minimum in the sequential warm runs.
+	// Warm and WarmSh connections start on a settled pool (full, every
+	// pod Ready with its streams prepared, nothing starting or being
+	// deleted); WarmBusy connections start as soon as the pool is nearly
+	// full, so they share the node with the pods starting behind them.
 	WarmPool int
 	// Burst is the number of simultaneous connections.
 	Burst int
@@ -45,7 +48,7 @@ func (q QPS) String() string { return fmt.Sprintf("%d/%d", q.QPS, q.Burst) }
 // one for a run under five minutes.
 func DefaultConfig() Config {
 	return Config{
-		Warm: 200, Cold: 30, WarmSh: 50, WarmPool: 20, Burst: 100,
+		Warm: 200, Cold: 30, WarmSh: 50, WarmBusy: 50, WarmPool: 20, Burst: 100,
 		Sweep: []QPS{{5, 10}, {20, 40}, {50, 100}, {200, 400}},
 		Rate:  3, For: 60 * time.Second, SessionMin: 5 * time.Second, SessionMax: 15 * time.Second,
 		SustainedPoolMin: 5, MemConns: 40, MemSessions: 5, ThroughputMB: 200,
@@ -56,7 +59,8 @@ func DefaultConfig() Config {
 func QuickConfig() Config {
 	c := DefaultConfig()
 	c.Quick = true
-	c.Warm, c.Cold, c.WarmSh, c.WarmPool, c.Burst = 50, 10, 10, 10, 20
+	c.Warm, c.Cold, c.WarmSh, c.WarmBusy, c.WarmPool, c.Burst = 30, 10, 10, 20, 10, 20
+	c.Sweep = []QPS{{5, 10}, {50, 100}}
 	c.For = 20 * time.Second
 	c.SustainedPoolMin = 3
 	c.MemConns, c.MemSessions = 8, 5
@@ -124,14 +128,24 @@ func throttling(before, after podgatetest.Metrics) (float64, time.Duration) {
 	return h.above(0.001), time.Duration(h.sum * float64(time.Second))
 }
 
-// Warm is scenario 1: sequential attaches against a warm pool. A second,
-// shorter run (c.WarmSh connections) differs only in the login shell,
-// /bin/sh instead of `/bin/bash -l`, to show how much of the attach is the
-// guest shell's own start-up.
-func (r *Runner) Warm(ctx context.Context, c Config) (warm, sh Run, err error) {
+// WarmRuns are the three runs of scenario 1.
+type WarmRuns struct {
+	Warm, Sh, Busy Run
+}
+
+// Warm is scenario 1: sequential attaches against a warm pool, each on a
+// settled pool: the attach a user gets when the pool has done its work
+// since the last arrival. A second, shorter run (c.WarmSh connections)
+// differs only in the login shell, /bin/sh instead of `/bin/bash -l`, to
+// show how much of the attach is the guest shell's own start-up. A third
+// (c.WarmBusy) waits only for the pool to be nearly full, so every attach
+// runs while replacement pods start and used ones are deleted on the same
+// 2 CPUs: the attach under pod churn.
+func (r *Runner) Warm(ctx context.Context, c Config) (WarmRuns, error) {
+	var out WarmRuns
 	ns, del, err := r.namespace(ctx, "warm")
 	if err != nil {
-		return warm, sh, err
+		return out, err
 	}
 	defer del()
 	for _, v := range []struct {
@@ -139,25 +153,36 @@ func (r *Runner) Warm(ctx context.Context, c Config) (warm, sh Run, err error) {
 		label string
 		n     int
 		shell string
-	}{{&warm, "warm", c.Warm, "/bin/bash -l"}, {&sh, "warm-sh", c.WarmSh, "/bin/sh"}} {
+		busy  bool
+	}{
+		{&out.Warm, "warm", c.Warm, "/bin/bash -l", false},
+		{&out.Sh, "warm-sh", c.WarmSh, "/bin/sh", false},
+		{&out.Busy, "warm-busy", c.WarmBusy, "/bin/bash -l", true},
+	} {
 		if v.n == 0 {
 			continue
 		}
 		pg, err := r.start(ctx, ns, "warm", c.WarmPool,
 			fmt.Sprintf("PODGATE_POOL_MIN=%d", c.WarmPool), "PODGATE_POOL_MAX=250", "PODGATE_SHELL="+v.shell)
 		if err != nil {
-			return warm, sh, err
+			return out, err
 		}
-		settle(ctx, 2*time.Second) // let the pool prepare exec streams
 		r.Progress.Step(fmt.Sprintf("%s sequential (%d, shell %s)", v.label, v.n, v.shell), v.n)
-		gate := func() error { return pg.waitIdle(ctx, warmGate(c), 2*time.Minute) }
+		gate := func() error { return r.waitSettled(ctx, pg, ns, c.WarmPool, 2*time.Minute) }
+		if v.busy {
+			if err := r.waitSettled(ctx, pg, ns, c.WarmPool, 2*time.Minute); err != nil {
+				pg.stop()
+				return out, err
+			}
+			gate = func() error { return pg.waitIdle(ctx, warmGate(c), 2*time.Minute) }
+		}
 		*v.run, err = r.sequential(ctx, pg, v.label, v.n, gate)
 		pg.stop()
 		if err != nil {
-			return warm, sh, err
+			return out, err
 		}
 	}
-	return warm, sh, nil
+	return out, nil
 }
 
 // Cold is scenario 2: the same with no warm pool, a pod created per
@@ -270,9 +295,9 @@ func (r *Runner) burst(ctx context.Context, pg *podgate, n int, q QPS) (Run, err
 // default is 5 creations in flight).
 const fastWarm = "PODGATE_POOL_MAX_CREATING=20"
 
-// warmGate is how many idle pods the warm sequential run waits for before
-// each connection: the pool nearly full, so that at most a couple of
-// replacement pods start (and take CPU) while an attach is timed.
+// warmGate is how many idle pods the busy warm run waits for before each
+// connection: the pool nearly full, so that a couple of replacement pods
+// start (and take CPU) while an attach is timed.
 func warmGate(c Config) int { return max(1, c.WarmPool-2) }
 
 // settle waits d unless ctx ends first.

@@ -77,14 +77,6 @@ func (c *cutConn) Write(p []byte) (int, error) {
 // users never seen before, who get fresh pods. Go clients do the volume,
 // OpenSSH the killed-mid-session share.
 func TestLoadConnectCycles(t *testing.T) {
-	if !Full() {
-		// Quarantined from make test, not from make chaos: in 2 of the last
-		// 3 reduced runs about 16 goroutines of client-go exec streams
-		// outlived their connections (0 pods and 0 fds leaked). Until that
-		// leak is fixed (issue #7) this scenario fails make chaos and would
-		// make make test fail at random.
-		t.Skip("runs under make chaos (PODGATE_CHAOS=full): open exec-stream goroutine leak, issue #7")
-	}
 	env := kubetest.New(t)
 	sc := NewScenario(t, "load", "connect/disconnect cycles")
 	cycles := Size(300, 10000)

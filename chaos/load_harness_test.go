@@ -5,11 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -428,44 +429,18 @@ func (g *gate) steady(timeout time.Duration) procSample {
 	return last
 }
 
-// dumpGoroutines ends podgate with SIGQUIT, which makes the Go runtime
-// print every goroutine, and returns the count per function that created
-// it, largest first. It is a diagnostic for a failed leak check.
+// dumpGoroutines returns podgate's goroutine profile, goroutines with the
+// same stack counted together, largest first; it is the diagnostic for a
+// failed leak check. podgatetest runs podgate with PODGATE_PPROF=true.
 func (g *gate) dumpGoroutines() string {
-	before := len(g.Log.String())
-	_ = g.Signal(syscall.SIGQUIT)
-	select {
-	case <-g.Exited():
-	case <-time.After(10 * time.Second):
-		return "podgate did not exit on SIGQUIT"
+	resp, err := http.Get("http://127.0.0.1:" + g.MetricsPort + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return "reading the goroutine profile: " + err.Error()
 	}
-	dump := g.Log.String()[before:]
-	counts := map[string]int{}
-	for _, block := range strings.Split(dump, "\n\n") {
-		if !strings.HasPrefix(block, "goroutine ") {
-			continue
-		}
-		key := "?"
-		if i := strings.LastIndex(block, "created by "); i >= 0 {
-			key = strings.SplitN(block[i+len("created by "):], "\n", 2)[0]
-			if j := strings.Index(key, " in goroutine "); j >= 0 {
-				key = key[:j]
-			}
-		}
-		counts[key]++
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "reading the goroutine profile: " + err.Error()
 	}
-	type kv struct {
-		k string
-		n int
-	}
-	var list []kv
-	for k, n := range counts {
-		list = append(list, kv{k, n})
-	}
-	slices.SortFunc(list, func(a, b kv) int { return b.n - a.n })
-	var b strings.Builder
-	for _, e := range list {
-		fmt.Fprintf(&b, "%5d %s\n", e.n, e.k)
-	}
-	return b.String()
+	return string(body)
 }

@@ -2,6 +2,8 @@ package kube
 
 import (
 	"context"
+
+	"golang.org/x/crypto/ssh"
 	"sync"
 	"testing"
 
@@ -80,6 +82,12 @@ func BenchmarkPreparedFirstByte(b *testing.B) {
 // benchFirstByte times run from its call to the command's first output
 // byte; setup runs before each iteration, outside the timer.
 func benchFirstByte(b *testing.B, run func(context.Context, scheduler.Command) (scheduler.ExitStatus, error), setup func()) {
+	benchFirstByteCmd(b, scheduler.Command{Argv: []string{"echo", "x"}}, run, setup)
+}
+
+// benchFirstByteCmd is benchFirstByte for a given command, whose Stdout it
+// replaces.
+func benchFirstByteCmd(b *testing.B, cmd scheduler.Command, run func(context.Context, scheduler.Command) (scheduler.ExitStatus, error), setup func()) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for range b.N {
@@ -90,7 +98,9 @@ func benchFirstByte(b *testing.B, run func(context.Context, scheduler.Command) (
 		first := &firstByte{seen: make(chan struct{})}
 		b.StartTimer()
 		done := runAsync(func() (scheduler.ExitStatus, error) {
-			return run(ctx, scheduler.Command{Argv: []string{"echo", "x"}, Stdout: first})
+			c := cmd
+			c.Stdout = first
+			return run(ctx, c)
 		})
 		select {
 		case <-first.seen:
@@ -114,4 +124,24 @@ type firstByte struct {
 func (f *firstByte) Write(p []byte) (int, error) {
 	f.once.Do(func() { close(f.seen) })
 	return len(p), nil
+}
+
+// BenchmarkPreparedFirstByteTTY is the attach path a login takes: a
+// prepared terminal stream in the Debian guest, with the terminal modes and
+// size an OpenSSH client sends.
+func BenchmarkPreparedFirstByteTTY(b *testing.B) {
+	env := kubetest.New(b)
+	e := newTestExecutor(b, env)
+	pod := startPods(b, env, debianPod())[0]
+	var p scheduler.Prepared
+	pty := &scheduler.Pty{Term: "xterm", Size: scheduler.WindowSize{Rows: 24, Cols: 80},
+		Modes: map[uint8]uint32{ssh.ECHO: 1, ssh.ICANON: 1, ssh.ISIG: 1, ssh.ICRNL: 1, ssh.ONLCR: 1, ssh.TTY_OP_ISPEED: 38400, ssh.TTY_OP_OSPEED: 38400}}
+	benchFirstByteCmd(b, scheduler.Command{Argv: []string{"echo", "x"}, Pty: pty}, func(ctx context.Context, cmd scheduler.Command) (scheduler.ExitStatus, error) {
+		return p.Run(ctx, cmd)
+	}, func() {
+		var err error
+		if p, err = e.Prepare(context.Background(), pod, true); err != nil {
+			b.Fatalf("Prepare: %v", err)
+		}
+	})
 }

@@ -111,10 +111,42 @@ func (e *Executor) start(ctx context.Context, pod scheduler.PodRef, tty, waitRea
 		cancel()
 		return nil, e.streamError(pod, "starting exec wrapper", s.startFailure())
 	case <-ctx.Done():
-		cancel()
-		<-s.done
+		// The caller has gone. The wrapper is told to exit, and the stream
+		// is torn down in the background only after that (see teardown).
+		s.mu.Lock()
+		s.state = streamClosed
+		s.mu.Unlock()
+		go s.shutdown()
 		return nil, fmt.Errorf("starting exec wrapper in pod %s/%s: %w", pod.Namespace, pod.Name, ctx.Err())
 	}
+}
+
+// teardown cancels the stream once that is safe, and waits for its end.
+//
+// client-go's WebSocket executor leaks its goroutines (the stream
+// handler, its stdin, stdout, stderr and error-stream copiers) when its
+// context is cancelled in the instant between the upgrade and the start of
+// its read loop: the loop then fails to set its first read deadline on the
+// closed connection and returns without closing its stream pipes. A cancel
+// that arrives while the upgrade is in flight lands exactly there, because
+// the upgrade does not abort on it. So a stream is cancelled only once its
+// ready line has arrived, which proves the read loop runs, or once it has
+// ended by itself; one that shows neither within closeTimeout is cancelled
+// regardless, its upgrade being long over or hung by then. A command that
+// started meanwhile gets SIGHUP first, as a closing terminal would send.
+// shutdown, for a stream whose spec has not been sent, follows the same
+// rule by waiting closeTimeout before it cancels.
+func (s *execStream) teardown() {
+	timer := time.NewTimer(closeTimeout)
+	defer timer.Stop()
+	select {
+	case <-s.stdout.ready:
+		s.hangup()
+	case <-s.done:
+	case <-timer.C:
+	}
+	s.cancel()
+	<-s.done
 }
 
 // stream runs the client-go stream to its end.
@@ -218,9 +250,7 @@ func (s *execStream) run(ctx context.Context, cmd scheduler.Command, spec []byte
 	case <-s.done:
 	case <-ctx.Done():
 		ctxErr = ctx.Err()
-		s.hangup()
-		s.cancel()
-		<-s.done
+		s.teardown()
 	}
 	stopForwarding()
 	wg.Wait()

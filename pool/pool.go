@@ -230,6 +230,12 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		coldUIDs:   map[types.UID]struct{}{},
 		abandoned:  map[string]abandonedClaim{},
 	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "podgate_pool_prepared_pods",
+		Help: "Idle pods whose exec streams are open and waiting, so that claiming one attaches with no new exec.",
+	}, p.preparedCount)); err != nil {
+		return nil, fmt.Errorf("creating pool: registering metrics: %w", err)
+	}
 	if err := pods.AddIndexers(cache.Indexers{
 		indexProfile:   indexByProfile,
 		indexIdleReady: indexByIdleReady,

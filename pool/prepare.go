@@ -91,3 +91,17 @@ func (p *Pool) closeAllStreams() {
 		s.close()
 	}
 }
+
+// preparedCount is the number of idle pods with at least one open stream;
+// placeholders of streams still opening do not count.
+func (p *Pool) preparedCount() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, s := range p.prepared {
+		if s.tty != nil || s.plain != nil {
+			n++
+		}
+	}
+	return float64(n)
+}

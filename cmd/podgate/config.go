@@ -196,6 +196,7 @@ type OpsConfig struct {
 	LogFormat     LogFormat     `env:"LOG_FORMAT" envDefault:"text" enum:"text|json" desc:"Format of the operator log on standard error."`
 	LogLevel      LogLevel      `env:"LOG_LEVEL" envDefault:"info" enum:"debug|info|warn|error" desc:"Least severe operator log level written."`
 	AuditLog      string        `env:"AUDIT_LOG" envDefault:"stdout" desc:"Where audit events (logins, sessions, pods) go as JSON lines: stdout, a file path to append to, or off."`
+	Pprof         bool          `env:"PPROF" envDefault:"false" desc:"Serve Go's /debug/pprof/ profiles (goroutines, heap, CPU) on the metrics address, for diagnosing leaks and slowness; keep the metrics address private when on."`
 	DrainDeadline time.Duration `env:"DRAIN_DEADLINE" envDefault:"1m" min:"0s" desc:"On shutdown, how long open sessions may finish before they are closed; keep it below the pod's termination grace period."`
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,8 @@ type Health struct {
 	checkTimeout time.Duration
 
 	accepting atomic.Bool
+	// pprof adds Go's profiling endpoints to Handler; set before Run.
+	pprof bool
 
 	mu sync.Mutex // protects the fields below
 	// checks run in registration order; "accepting" is always first.
@@ -93,9 +96,21 @@ func (h *Health) AddReadinessCheck(name string, check ReadinessCheck) {
 // up, false as the first step of shutdown. It takes effect on the next probe.
 func (h *Health) SetAccepting(ok bool) { h.accepting.Store(ok) }
 
-// Handler returns the mux serving /metrics, /healthz and /readyz.
+// EnableProfiling makes Handler serve Go's /debug/pprof/ endpoints as well.
+// Call it before Run.
+func (h *Health) EnableProfiling() { h.pprof = true }
+
+// Handler returns the mux serving /metrics, /healthz and /readyz, and
+// /debug/pprof/ when profiling is enabled.
 func (h *Health) Handler() http.Handler {
 	mux := http.NewServeMux()
+	if h.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.gatherer, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(h.log.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,

@@ -157,3 +157,17 @@ func TestRunReportsListenError(t *testing.T) {
 		t.Errorf("Run on a bad address = %v", err)
 	}
 }
+
+// TestPprofOnlyWhenEnabled: the profiles expose internals (stacks, command
+// line), so they are served only when the operator asks for them.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	h, _ := newTestHealth(t)
+	if code, _ := get(t, h.Handler(), "/debug/pprof/goroutine?debug=1"); code != http.StatusNotFound {
+		t.Errorf("profiling off: /debug/pprof/goroutine = %d, want 404", code)
+	}
+	h.EnableProfiling()
+	code, body := get(t, h.Handler(), "/debug/pprof/goroutine?debug=1")
+	if code != http.StatusOK || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("profiling on: /debug/pprof/goroutine = %d %.80q", code, body)
+	}
+}

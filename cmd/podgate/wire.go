@@ -156,6 +156,9 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	if a.health, err = NewHealth(cfg.Ops.MetricsAddr, reg, log); err != nil {
 		return nil, err
 	}
+	if cfg.Ops.Pprof {
+		a.health.EnableProfiling()
+	}
 	a.health.AddReadinessCheck("informers", func(context.Context) error {
 		for _, s := range a.synced {
 			if !s() {

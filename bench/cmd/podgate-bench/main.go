@@ -98,7 +98,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	units := float64(cfg.Warm+cfg.WarmSh+cfg.Cold+cfg.Burst*len(cfg.Sweep)) + cfg.For.Seconds() + float64(cfg.MemConns*cfg.MemSessions) + 3
+	units := float64(cfg.Warm+cfg.WarmSh+cfg.WarmBusy+cfg.Cold+cfg.Burst*len(cfg.Sweep)) + cfg.For.Seconds() + float64(cfg.MemConns*cfg.MemSessions) + 3
 	prog := bench.NewProgress(os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), units)
 	r := &bench.Runner{Kube: kube, Kubeconfig: kubeconfig, Bin: bin, Work: work, Progress: prog, Log: prog.Logf}
 
@@ -111,7 +111,9 @@ func run() error {
 		}
 	}
 	if want("warm") {
-		res.Warm, res.WarmSh, err = r.Warm(ctx, cfg)
+		var w bench.WarmRuns
+		w, err = r.Warm(ctx, cfg)
+		res.Warm, res.WarmSh, res.WarmBusy = w.Warm, w.Sh, w.Busy
 		fail("warm sequential", err)
 	}
 	if want("cold") {

@@ -191,6 +191,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		"PODGATE_NAMESPACE=" + opts.Namespace,
 		"PODGATE_LISTEN=127.0.0.1:" + s.Port,
 		"PODGATE_METRICS_ADDR=127.0.0.1:" + s.MetricsPort,
+		// Loopback only; lets a failed leak check read the goroutines.
+		"PODGATE_PPROF=true",
 		"PODGATE_AUTH_MODE=keys",
 		"PODGATE_AUTHORIZED_KEYS=" + keys,
 		"PODGATE_REPLICA_ID=e2e",
