@@ -70,6 +70,10 @@ type Executor struct {
 	// WebSocket paths are separate API server features.
 	execWSRefused    atomic.Bool
 	forwardWSRefused atomic.Bool
+
+	// newStream, when set, replaces remoteExecutor; tests use it to stand
+	// in for the API server.
+	newStream func(pod scheduler.PodRef, argv []string, tty, stdin bool) (remotecommand.Executor, error)
 }
 
 // Option configures an Executor.
@@ -144,6 +148,9 @@ func (e *Executor) Exec(ctx context.Context, pod scheduler.PodRef, cmd scheduler
 // a Stdin in its StreamOptions: over SPDY the kubelet waits for every
 // stream the request announced.
 func (e *Executor) remoteExecutor(pod scheduler.PodRef, argv []string, tty, stdin bool) (remotecommand.Executor, error) {
+	if e.newStream != nil {
+		return e.newStream(pod, argv, tty, stdin)
+	}
 	u := e.pods.RESTClient().Post().
 		Namespace(pod.Namespace).Resource("pods").Name(pod.Name).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -93,7 +94,7 @@ func (p *Pool) Claim(ctx context.Context, name string, c scheduler.Claim) (*sche
 			p.metrics.claims.WithLabelValues(prof.Name, "error").Inc()
 			p.unreserve(cand.Name)
 			p.abandon(cand, labelValue(c.Session))
-			return nil, fmt.Errorf("claiming pod %q: %w: %w", cand.Name, err, scheduler.ErrClusterUnavailable)
+			return nil, fmt.Errorf("claiming pod %q: %w: %w", cand.Name, err, apiFailure(err))
 		}
 	}
 	p.metrics.claims.WithLabelValues(prof.Name, "miss").Inc()
@@ -318,7 +319,22 @@ func (p *Pool) createError(prof *profile.Profile, err error) error {
 		p.log.Error("pod rejected", "profile", prof.Name, "err", err)
 		return refusal(prof.Name, failCreate)
 	}
-	return fmt.Errorf("creating pod for profile %q: %w: %w", prof.Name, err, scheduler.ErrClusterUnavailable)
+	return fmt.Errorf("creating pod for profile %q: %w: %w", prof.Name, err, apiFailure(err))
+}
+
+// clientThrottled is how client-go words a request that its rate limiter
+// held until the caller's deadline; the error carries no type to test.
+const clientThrottled = "client rate limiter Wait returned an error"
+
+// apiFailure is the sentinel for a failed API request: ErrBusy when
+// podgate's own rate limiter never let the request out (the cluster may be
+// fine; PODGATE_KUBE_QPS and PODGATE_KUBE_BURST are too low for the load),
+// else ErrClusterUnavailable.
+func apiFailure(err error) error {
+	if strings.Contains(err.Error(), clientThrottled) {
+		return scheduler.ErrBusy
+	}
+	return scheduler.ErrClusterUnavailable
 }
 
 // Release deletes a pod this replica holds; see scheduler.Pools.

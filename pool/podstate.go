@@ -104,6 +104,9 @@ var (
 	failCrash         = failure{ReasonCrash, "this environment's container exits at start", ErrCrash}
 	failConfig        = failure{ReasonConfig, "this environment's container cannot be created", ErrContainerConfig}
 	failUnschedulable = failure{ReasonUnschedulable, "no node has room for this environment", ErrUnschedulable}
+	// failNoReadyNode is unschedulable too, but because the nodes are down
+	// (their kubelets stopped reporting), not full: the user is told so.
+	failNoReadyNode = failure{ReasonUnschedulable, "the cluster has no working node right now", ErrUnschedulable}
 	failTimeout       = failure{ReasonReadinessTimeout, "this environment does not become ready", ErrReadinessTimeout}
 	failCreate        = failure{ReasonCreate, "this environment's pods are rejected by the cluster", ErrCreateRejected}
 )
@@ -121,6 +124,9 @@ func podFailure(p *corev1.Pod) (failure, bool) {
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			if nodesDown(c.Message) {
+				return failNoReadyNode, true
+			}
 			return failUnschedulable, true
 		}
 	}
@@ -143,6 +149,16 @@ func podFailure(p *corev1.Pod) (failure, bool) {
 		}
 	}
 	return failure{}, false
+}
+
+// nodesDown reports whether the scheduler's unschedulable message blames
+// only nodes that are not ready or unreachable (the taints the node
+// lifecycle controller puts on a node whose kubelet stopped reporting),
+// rather than capacity.
+func nodesDown(msg string) bool {
+	down := strings.Contains(msg, corev1.TaintNodeNotReady) || strings.Contains(msg, corev1.TaintNodeUnreachable)
+	full := strings.Contains(msg, "Insufficient ") || strings.Contains(msg, "Too many pods")
+	return down && !full
 }
 
 // waitPhase describes a starting pod in a few safe words for progress

@@ -234,6 +234,19 @@ func TestPodFailure(t *testing.T) {
 	if f, ok := podFailure(unsched); !ok || f.Reason != ReasonUnschedulable {
 		t.Errorf("unschedulable: %v", f)
 	}
+	// The scheduler's own wording: a full node and a node whose kubelet
+	// stopped are both unschedulable, but users are told which.
+	for msg, want := range map[string]failure{
+		"0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.":                                             failUnschedulable,
+		"0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.": failNoReadyNode,
+		"0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }.":                                                                                    failNoReadyNode,
+		"0/2 nodes are available: 1 Too many pods, 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }.":                                                                 failUnschedulable,
+	} {
+		unsched.Status.Conditions[0].Message = msg
+		if f, ok := podFailure(unsched); !ok || f != want {
+			t.Errorf("unschedulable %q: %q, want %q", msg, f.UserText, want.UserText)
+		}
+	}
 	gone := waiting("ErrImagePull")
 	gone.DeletionTimestamp = &metav1.Time{}
 	if _, ok := podFailure(gone); ok {

@@ -11,7 +11,7 @@ import (
 // callers need: errors.Is on the reason's sentinel and on
 // scheduler.ErrProfileDegraded, with the user's text as the Refusal reason.
 func TestRefusalWrapsReason(t *testing.T) {
-	all := []failure{failImagePull, failCrash, failConfig, failUnschedulable, failTimeout, failCreate}
+	all := []failure{failImagePull, failCrash, failConfig, failUnschedulable, failNoReadyNode, failTimeout, failCreate}
 	for _, f := range all {
 		err := refusal("p", f)
 		var ref *scheduler.Refusal

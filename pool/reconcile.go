@@ -2,9 +2,10 @@ package pool
 
 import (
 	"context"
-	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"slices"
 	"time"
+
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"

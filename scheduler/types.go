@@ -149,6 +149,10 @@ var (
 	ErrUnknownSubsystem   = errors.New("unknown subsystem")
 	ErrForwardingDisabled = errors.New("port forwarding disabled")
 	ErrClusterUnavailable = errors.New("cluster unavailable")
-	ErrPodGone            = errors.New("pod gone")
-	ErrShuttingDown       = errors.New("server shutting down")
+	// ErrBusy is podgate's own client-side throttling: the API server is
+	// fine, but podgate's request budget (PODGATE_KUBE_QPS and
+	// PODGATE_KUBE_BURST) ran out before the request could be sent.
+	ErrBusy         = errors.New("api request budget exhausted")
+	ErrPodGone      = errors.New("pod gone")
+	ErrShuttingDown = errors.New("server shutting down")
 )

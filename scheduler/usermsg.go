@@ -44,6 +44,8 @@ func sentinelMessage(err error) string {
 		return "podgate: unknown subsystem"
 	case errors.Is(err, ErrForwardingDisabled):
 		return "podgate: port forwarding is disabled"
+	case errors.Is(err, ErrBusy):
+		return "podgate: the server is busy, please try again in a moment"
 	case errors.Is(err, ErrClusterUnavailable):
 		return "podgate: the cluster is unavailable, please try again later"
 	case errors.Is(err, ErrPodGone):

@@ -11,7 +11,7 @@ func TestUserMessage(t *testing.T) {
 	sentinels := []error{
 		ErrAtCapacity, ErrWaitTimeout, ErrProfileDegraded, ErrUnknownProfile,
 		ErrProfileNotAllowed, ErrUnknownSubsystem, ErrForwardingDisabled,
-		ErrClusterUnavailable, ErrPodGone, ErrShuttingDown,
+		ErrClusterUnavailable, ErrBusy, ErrPodGone, ErrShuttingDown,
 	}
 	internal := UserMessage(errors.New("boom"))
 	if internal != "podgate: internal error, please try again" {
