@@ -107,8 +107,8 @@ var (
 	// failNoReadyNode is unschedulable too, but because the nodes are down
 	// (their kubelets stopped reporting), not full: the user is told so.
 	failNoReadyNode = failure{ReasonUnschedulable, "the cluster has no working node right now", ErrUnschedulable}
-	failTimeout       = failure{ReasonReadinessTimeout, "this environment does not become ready", ErrReadinessTimeout}
-	failCreate        = failure{ReasonCreate, "this environment's pods are rejected by the cluster", ErrCreateRejected}
+	failTimeout     = failure{ReasonReadinessTimeout, "this environment does not become ready", ErrReadinessTimeout}
+	failCreate      = failure{ReasonCreate, "this environment's pods are rejected by the cluster", ErrCreateRejected}
 )
 
 // podFailure classifies a pod that will never become Ready on its own. It
