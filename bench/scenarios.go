@@ -82,6 +82,9 @@ type Run struct {
 	Throttled    float64
 	ThrottleWait time.Duration
 	QPS          QPS
+	// WarmUp, for a burst, is the time from starting podgate to its pool
+	// holding Burst idle pods: the node's pod start rate at its best.
+	WarmUp time.Duration
 }
 
 // sequential runs n attaches one after another. Before each, gate (when
@@ -215,15 +218,18 @@ func (r *Runner) Sweep(ctx context.Context, c Config) ([]Run, error) {
 	var runs []Run
 	for _, q := range c.Sweep {
 		r.Progress.Step(fmt.Sprintf("burst %d at QPS/burst %s: warming", c.Burst, q), 0)
+		warmStart := time.Now()
 		pg, err := r.start(ctx, ns, "burst", c.Burst,
 			fmt.Sprintf("PODGATE_POOL_MIN=%d", c.Burst), fmt.Sprintf("PODGATE_POOL_MAX=%d", 2*c.Burst+10),
 			fmt.Sprintf("PODGATE_KUBE_QPS=%d", q.QPS), fmt.Sprintf("PODGATE_KUBE_BURST=%d", q.Burst), fastWarm)
 		if err != nil {
 			return runs, err
 		}
+		warmUp := time.Since(warmStart)
 		settle(ctx, 3*time.Second) // streams prepared, rate limiter bucket refilled
 		r.Progress.Step(fmt.Sprintf("burst %d at QPS/burst %s", c.Burst, q), c.Burst)
 		run, err := r.burst(ctx, pg, c.Burst, q)
+		run.WarmUp = warmUp
 		pg.stop()
 		if err != nil {
 			return runs, err

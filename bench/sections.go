@@ -74,6 +74,10 @@ func targets(b *strings.Builder, res *Results) {
 			bounds = append(bounds, fmt.Sprintf("Sustained: pods are never reused, so %.0f arrivals/s use up %.0f pods/s, with about %.0f in use at once (sessions %v–%v). The pool starts at %d idle pods and its target grows by one per miss, while every miss also starts a cold pod; during the run %0.f cold pods took p50 %s (mean %s) from creation to Ready, against a cold claim of %s in the quiet cold sequential run. The node's pod start rate (2 CPUs shared by the whole cluster) bounds the hit ratio: once the pool falls behind, the pods starting for waiting users slow down every other start.",
 				res.Config.Rate, res.Config.Rate, res.Config.Rate*(res.Config.SessionMin+res.Config.SessionMax).Seconds()/2,
 				res.Config.SessionMin, res.Config.SessionMax, res.Config.SustainedPoolMin, cs.Count, fsec(cs.P50), fsec(cs.Mean), fsec(phaseMean(res.Cold, "claim"))))
+			if rate, warm := bestStartRate(res.Sweep); rate > 0 {
+				bounds = append(bounds, fmt.Sprintf("The node's best pod start rate in this run: %.1f pods/s (a pool of %d warmed in %s, %s creations in flight). With %.0f arrivals/s each using a fresh pod, at most %.0f %% of arrivals can find a warm pod once the first pool is spent, whatever the sizing: this target needs a node (or nodes) that can start pods at the arrival rate.",
+					rate, res.Config.Burst, fsec(warm.Seconds()), strings.TrimPrefix(fastWarm, "PODGATE_POOL_MAX_CREATING="), res.Config.Rate, min(100, 100*rate/res.Config.Rate)))
+			}
 		}
 	}
 	if mem := res.Memory; mem.Sessions > 0 && mem.RSS1 > 0 {
@@ -145,6 +149,22 @@ func sweep(b *strings.Builder, res *Results) {
 		p("")
 		runTable(b, r)
 	}
+}
+
+// bestStartRate is the highest pool warm-up rate among the burst runs, in
+// pods per second, with that run's warm-up time.
+func bestStartRate(runs []Run) (float64, time.Duration) {
+	var best float64
+	var warm time.Duration
+	for _, r := range runs {
+		if r.WarmUp <= 0 {
+			continue
+		}
+		if rate := float64(len(r.Samples)) / r.WarmUp.Seconds(); rate > best {
+			best, warm = rate, r.WarmUp
+		}
+	}
+	return best, warm
 }
 
 // sustained prints scenario 5.
