@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -105,9 +106,54 @@ func New(t testing.TB) *Env {
 		err := cs.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 		if err != nil && !apierrors.IsNotFound(err) {
 			t.Errorf("deleting test namespace %s: %v", name, err)
+			return
+		}
+		// Terminating pods still hold their CPU and memory requests on the
+		// one node; the next test must not find it full of them.
+		ctx, cancel = context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		if err := waitNoPods(ctx, cs, name); err != nil {
+			t.Logf("pods of test namespace %s still terminating: %v", name, err)
 		}
 	})
 	return &Env{Config: cfg, Client: cs, Namespace: name}
+}
+
+// waitNoPods waits, by watch, until namespace ns has no pods left.
+func waitNoPods(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	pods := cs.CoreV1().Pods(ns)
+	for {
+		list, err := pods.List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if len(list.Items) == 0 {
+			return nil
+		}
+		w, err := pods.Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+		if err != nil {
+			return err
+		}
+		left := len(list.Items)
+		for ev := range w.ResultChan() {
+			switch ev.Type {
+			case watch.Added:
+				left++
+			case watch.Deleted:
+				left--
+			}
+			if left == 0 || ev.Type == watch.Error {
+				break
+			}
+		}
+		w.Stop()
+		if left == 0 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%d pods left: %w", left, err)
+		}
+	}
 }
 
 // waitServiceAccount waits for the namespace's default ServiceAccount, which
