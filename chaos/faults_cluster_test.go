@@ -62,12 +62,16 @@ func outageScenario(t *testing.T, daemon, name string) {
 	env := kubetest.New(t)
 	sc := NewScenario(t, "faults", name)
 	const min = 3
-	g := startFaultGate(t, env, "a", nil, min, fmt.Sprintf("PODGATE_POOL_MIN=%d", min), "PODGATE_MAX_WAIT=10s")
+	// At full size the sessions, the pools and the logins under way hold
+	// about 30 pods; at the default 100m each they would not fit the
+	// 2-CPU node, and the outage would be mistaken for a full node.
+	small := []string{"PODGATE_POD_CPU_REQUEST=10m", "PODGATE_POD_MEMORY_REQUEST=32Mi"}
+	g := startFaultGate(t, env, "a", nil, min, append([]string{fmt.Sprintf("PODGATE_POOL_MIN=%d", min), "PODGATE_MAX_WAIT=10s"}, small...)...)
 	w := watchPods(t, env)
 	// A second replica with sessions of its own: after the outage every
 	// replica's Lease looks expired, and the leader must not take that
 	// for a dead replica and delete its users' pods.
-	b := startFaultGate(t, env, "b", g, -1, fmt.Sprintf("PODGATE_POOL_MIN=%d", min), "PODGATE_MAX_WAIT=10s")
+	b := startFaultGate(t, env, "b", g, -1, append([]string{fmt.Sprintf("PODGATE_POOL_MIN=%d", min), "PODGATE_MAX_WAIT=10s"}, small...)...)
 	cats := openCats(t, g, "bob", Size(3, 10))
 	catsB := openCats(t, b, "bob", Size(2, 5))
 	podsB := w.claimedBy("b")

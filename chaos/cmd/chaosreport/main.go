@@ -130,7 +130,8 @@ func parseFuzz(s string) ([]fuzzRun, error) {
 var sectionOrder = []string{"faults", "load", "hostile", "isolation"}
 
 // render writes the report and reports whether everything held.
-func render(w io.Writer, date string, recs []chaos.Record, runs []fuzzRun) bool {
+func render(w io.Writer, date string, all []chaos.Record, runs []fuzzRun) bool {
+	recs, superseded := newest(all)
 	ok := len(recs) > 0
 	held := 0
 	for _, r := range recs {
@@ -204,6 +205,22 @@ func render(w io.Writer, date string, recs []chaos.Record, runs []fuzzRun) bool 
 			}
 		}
 	}
+	if len(superseded) > 0 {
+		fmt.Fprint(w, "\n## Superseded records\n\nThese scenarios were run again later the same day (`CHAOS_ONLY`); the newest record is the one shown above.\n\n")
+		for _, r := range superseded {
+			mark := "held"
+			if !r.Held {
+				mark = "did not hold"
+			}
+			fmt.Fprintf(w, "- %s, started %s: %s", r.Scenario, r.Started.UTC().Format("15:04"), mark)
+			for _, c := range r.Checks {
+				if !c.Held {
+					fmt.Fprintf(w, "; failed: %s — %s", c.What, oneLine(c.Got))
+				}
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	if len(runs) > 0 {
 		fmt.Fprint(w, "\n## Fuzzing\n\n| package | target | time | result | detail |\n| --- | --- | --- | --- | --- |\n")
 		for _, r := range runs {
@@ -215,6 +232,35 @@ func render(w io.Writer, date string, recs []chaos.Record, runs []fuzzRun) bool 
 		}
 	}
 	return ok
+}
+
+// newest keeps the last record of each scenario, in the order scenarios
+// first appear, and returns the earlier ones separately: a scenario re-run
+// after a fix supersedes its earlier record, which the report still lists.
+func newest(all []chaos.Record) (latest, superseded []chaos.Record) {
+	key := func(r chaos.Record) string { return r.Section + "\x00" + r.Scenario }
+	last := map[string]int{}
+	for i, r := range all {
+		last[key(r)] = i
+	}
+	pos := map[string]int{}
+	for i, r := range all {
+		k := key(r)
+		if last[k] != i {
+			superseded = append(superseded, r)
+			if _, ok := pos[k]; !ok {
+				pos[k] = len(latest)
+				latest = append(latest, chaos.Record{})
+			}
+			continue
+		}
+		if p, ok := pos[k]; ok {
+			latest[p] = r
+		} else {
+			latest = append(latest, r)
+		}
+	}
+	return latest, superseded
 }
 
 func contains(xs []string, x string) bool {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/podgate/podgate/chaos"
 )
 
 const sample = `{"scenario":"pod deleted","section":"faults","held":true,"checks":[{"what":"plain message","held":true,"got":"\"podgate: your pod went away\""}],"figures":[{"name":"delete → exit","value":"2.7 s"}],"full":true,"seconds":22}
@@ -63,5 +65,30 @@ func TestRunWritesFiles(t *testing.T) {
 	}
 	if _, err := readRecords(strings.NewReader("{not json\n")); err == nil {
 		t.Error("a bad line was accepted")
+	}
+}
+
+// TestRerunSupersedes: a scenario re-run after a fix counts by its newest
+// record, and the earlier failure stays listed in the report.
+func TestRerunSupersedes(t *testing.T) {
+	recs, err := readRecords(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := recs[1]
+	fixed.Held = true
+	fixed.Checks = []chaos.Check{{What: "0 leaked pods", Held: true, Got: "0"}}
+	var b bytes.Buffer
+	if !render(&b, "d", append(append([]chaos.Record{}, recs...), fixed), nil) {
+		t.Errorf("the re-run that held did not supersede the failed record:\n%s", b.String())
+	}
+	out := b.String()
+	for _, want := range []string{"2 of 2 scenarios held", "### 10 000 cycles — held", "## Superseded records", "10 000 cycles, started", "did not hold; failed: 0 leaked pods"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Index(out, "### pod deleted") > strings.Index(out, "### 10 000 cycles") {
+		t.Error("scenarios are no longer in the order they first appeared")
 	}
 }
