@@ -16,6 +16,12 @@
 # The local cluster is brought up if none is running (and then torn down
 # at the end), as for make test; with KUBECONFIG set, that cluster is used
 # and the disruptive scenarios skip themselves.
+#
+# CHAOS_ONLY=regex re-runs only the matching scenarios (a go test -run
+# pattern, e.g. '^TestFaultClusterAPIServer$' after a fix): their records
+# are appended to the day's raw file, fuzzing is skipped unless
+# PODGATE_FUZZ_TOTAL is set, and the report shows the newest record of
+# each scenario, listing the records it supersedes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" != inner ]; then
@@ -35,24 +41,35 @@ out=chaos/results
 mkdir -p "$out"
 raw=$PWD/$out/raw-$date.jsonl
 fuzz=$PWD/$out/fuzz-$date.tsv
-: >"$raw"
-: >"$fuzz"
+only=${CHAOS_ONLY:-}
+if [ -z "$only" ]; then
+  : >"$raw"
+  : >"$fuzz"
+fi
+touch "$raw" "$fuzz"
 export PODGATE_CHAOS=full PODGATE_CHAOS_REPORT=$raw
 rc=0
 
 echo "== chaos: scenarios (shared cluster lock)"
 set +e
-flock -o -s "$LOCK" $GO test -count=1 -p 1 -timeout 120m -v ./chaos/ 2>&1 | tee "$out/scenarios-$date.log" | grep -E '^(--- |FAIL|ok|PASS)|held|figure'
+flock -o -s "$LOCK" $GO test -count=1 -p 1 -timeout 120m -v ${only:+-run "$only"} ./chaos/ 2>&1 | tee ${only:+-a} "$out/scenarios-$date.log" | grep -E '^(--- |FAIL|ok|PASS)|held|figure'
 st=${PIPESTATUS[0]}
 set -e
 [ "$st" = 0 ] || rc=1
 
 echo "== chaos: disruptive fault scenarios (exclusive cluster lock)"
-set +e
-PODGATE_CHAOS_DISRUPT=1 flock -o -x "$LOCK" $GO test -count=1 -p 1 -timeout 40m -v -run '^TestFaultCluster' ./chaos/ 2>&1 | tee "$out/disruptive-$date.log" | grep -E '^(--- |FAIL|ok|PASS)|held|figure'
-st=${PIPESTATUS[0]}
-set -e
-[ "$st" = 0 ] || rc=1
+dis='^TestFaultCluster'
+if [ -n "$only" ]; then
+  names=$($GO test -list "$only" ./chaos/ | grep '^TestFaultCluster' | paste -sd'|' || true)
+  dis=${names:+^($names)\$}
+fi
+if [ -n "$dis" ]; then
+  set +e
+  PODGATE_CHAOS_DISRUPT=1 flock -o -x "$LOCK" $GO test -count=1 -p 1 -timeout 40m -v -run "$dis" ./chaos/ 2>&1 | tee ${only:+-a} "$out/disruptive-$date.log" | grep -E '^(--- |FAIL|ok|PASS)|held|figure'
+  st=${PIPESTATUS[0]}
+  set -e
+  [ "$st" = 0 ] || rc=1
+fi
 if [ -z "${PODGATE_CHAOS_OWN_CLUSTER:-}" ]; then
   for d in etcd kube-apiserver kubelet; do
     ./bin/localcluster component start "$d" || { echo "chaos: could not start $d again" >&2; rc=1; }
@@ -62,8 +79,11 @@ fi
 echo "== chaos: fuzzing"
 mapfile -t targets < <(grep -rn '^func Fuzz' --include='*_test.go' . | sed -E 's#^\./(.*)/[^/]+_test\.go:[0-9]+:func (Fuzz[A-Za-z0-9_]+).*#\1 \2#' | sort -u)
 total=${PODGATE_FUZZ_TOTAL:-660}
+if [ -n "$only" ]; then
+  total=${PODGATE_FUZZ_TOTAL:-0}
+fi
 n=${#targets[@]}
-if [ "$n" -gt 0 ]; then
+if [ "$n" -gt 0 ] && [ "$total" -gt 0 ]; then
   each=$(( (total + n - 1) / n ))
   for t in "${targets[@]}"; do
     pkg=./${t% *}
