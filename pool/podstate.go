@@ -2,6 +2,7 @@ package pool
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -149,6 +150,33 @@ func podFailure(p *corev1.Pod) (failure, bool) {
 		}
 	}
 	return failure{}, false
+}
+
+// failureDetail is what Kubernetes says about why pod cannot start (the
+// scheduler's message, or a container's waiting or termination message),
+// for the operator log; it never reaches users.
+func failureDetail(p *corev1.Pod) string {
+	var parts []string
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Message != "" {
+			parts = append(parts, c.Message)
+		}
+	}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		switch {
+		case cs.State.Waiting != nil && cs.State.Waiting.Message != "":
+			parts = append(parts, cs.Name+": "+cs.State.Waiting.Message)
+		case cs.State.Terminated != nil:
+			t := cs.State.Terminated
+			parts = append(parts, strings.TrimSpace(fmt.Sprintf("%s: exited %d (%s) %s", cs.Name, t.ExitCode, t.Reason, t.Message)))
+		}
+	}
+	const max = 400
+	s := strings.TrimSpace(strings.Join(parts, "; "))
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
 }
 
 // nodesDown reports whether the scheduler's unschedulable message blames

@@ -434,7 +434,7 @@ func (p *Pool) recordFailureLocked(prof *profile.Profile, pod *corev1.Pod, f fai
 	p.healthLocked(prof).fail(now, f, p.opts.BackoffBase, p.opts.BackoffMax)
 	p.metrics.createFailures.WithLabelValues(prof.Name, f.Reason).Inc()
 	p.metrics.degraded.WithLabelValues(prof.Name).Set(1)
-	p.log.Warn("pod cannot start", "profile", prof.Name, "pod", pod.Name, "reason", f.Reason)
+	p.log.Warn("pod cannot start", "profile", prof.Name, "pod", pod.Name, "reason", f.Reason, "detail", failureDetail(pod))
 }
 
 // sizerLocked returns the profile's sizer with its current bounds.

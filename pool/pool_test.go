@@ -266,3 +266,21 @@ func TestLabelValue(t *testing.T) {
 		}
 	}
 }
+
+// TestFailureDetail: the operator log says what Kubernetes said.
+func TestFailureDetail(t *testing.T) {
+	p := &corev1.Pod{Status: corev1.PodStatus{
+		Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: "0/1 nodes are available: 1 Insufficient cpu."}},
+		ContainerStatuses: []corev1.ContainerStatus{
+			{Name: "a", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "pull access denied"}}},
+			{Name: "b", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 3, Reason: "Error"}}},
+		},
+	}}
+	want := "0/1 nodes are available: 1 Insufficient cpu.; a: pull access denied; b: exited 3 (Error)"
+	if got := failureDetail(p); got != want {
+		t.Errorf("failureDetail = %q, want %q", got, want)
+	}
+	if got := failureDetail(&corev1.Pod{}); got != "" {
+		t.Errorf("failureDetail of a bare pod = %q", got)
+	}
+}
