@@ -59,7 +59,7 @@ func DefaultConfig() Config {
 func QuickConfig() Config {
 	c := DefaultConfig()
 	c.Quick = true
-	c.Warm, c.Cold, c.WarmSh, c.WarmBusy, c.WarmPool, c.Burst = 30, 10, 10, 20, 10, 20
+	c.Warm, c.Cold, c.WarmSh, c.WarmBusy, c.WarmPool, c.Burst = 20, 10, 5, 20, 10, 20
 	c.Sweep = []QPS{{5, 10}, {50, 100}}
 	c.For = 20 * time.Second
 	c.SustainedPoolMin = 3

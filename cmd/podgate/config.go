@@ -113,7 +113,7 @@ type KubeConfig struct {
 // get when they ask for no profile in particular.
 type ProfileConfig struct {
 	Image           string         `env:"IMAGE" envDefault:"localhost/podgate-debian:local" desc:"Container image of guest pods."`
-	IdleCommand     []string       `env:"IDLE_COMMAND" envSeparator:" " envDefault:"sleep infinity" desc:"Command a guest container runs while it waits for a user, as space-separated words; it must keep running until the pod is deleted."`
+	IdleCommand     []string       `env:"IDLE_COMMAND" envSeparator:" " envDefault:"" desc:"Command a guest container runs while it waits for a user, as space-separated words; it must keep running until the pod is deleted and should exit on SIGTERM, or every deletion waits out the grace period. Empty: a /bin/sh sleep loop that exits at once on SIGTERM."`
 	PoolMin         int            `env:"POOL_MIN" envDefault:"2" min:"0" desc:"Idle pods kept warm so that logins do not wait for a pod to start."`
 	PoolMax         int            `env:"POOL_MAX" envDefault:"10" min:"1" desc:"Highest idle target of the warm pool: misses grow the target toward it, quiet periods shrink it back to PODGATE_POOL_MIN. Pods in use are bounded by the connection and per-user limits, not by this."`
 	PoolGrow        bool           `env:"POOL_GROW" envDefault:"true" desc:"Whether a miss (a login that waited for a new pod) raises the idle target above PODGATE_POOL_MIN for a while. With false the target stays at PODGATE_POOL_MIN, so PODGATE_POOL_MIN=0 means no warm pool: every login gets a pod created when it connects."`

@@ -51,6 +51,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"drain", cfg.Ops.DrainDeadline, time.Minute},
 		{"cpu limit", cfg.Limits.CPULimit.String(), "1"},
 		{"replica", cfg.Pool.ReplicaID, "podgate-0"},
+		// Empty: the profile's own idle command, which exits on SIGTERM.
+		{"idle command", len(cfg.Profile.IdleCommand), 0},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
