@@ -50,15 +50,20 @@ func (f *slowUpgrade) StreamWithContext(ctx context.Context, o remotecommand.Str
 	return nil
 }
 
+// newSlowUpgrade returns an Executor whose every stream is f.
+func newSlowUpgrade() (*slowUpgrade, *Executor) {
+	f := &slowUpgrade{upgraded: make(chan struct{})}
+	return f, &Executor{log: slog.New(slog.DiscardHandler),
+		newStream: func(scheduler.PodRef, []string, bool, bool) (remotecommand.Executor, error) { return f, nil }}
+}
+
 // TestAbandonedStartDoesNotCancelMidUpgrade: a caller that gives up while
 // the stream is being opened must get its error at once, and the stream
 // must then be ended by the exit spec, not by cancelling client-go in the
 // middle of its upgrade.
 func TestAbandonedStartDoesNotCancelMidUpgrade(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &slowUpgrade{upgraded: make(chan struct{})}
-		e := &Executor{log: slog.New(slog.DiscardHandler),
-			newStream: func(scheduler.PodRef, []string, bool, bool) (remotecommand.Executor, error) { return f, nil }}
+		f, e := newSlowUpgrade()
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() {
@@ -86,9 +91,7 @@ func TestAbandonedStartDoesNotCancelMidUpgrade(t *testing.T) {
 // the upgrade is torn down only once the stream is up.
 func TestCancelledExecDoesNotCancelMidUpgrade(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &slowUpgrade{upgraded: make(chan struct{})}
-		e := &Executor{log: slog.New(slog.DiscardHandler),
-			newStream: func(scheduler.PodRef, []string, bool, bool) (remotecommand.Executor, error) { return f, nil }}
+		f, e := newSlowUpgrade()
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() {
