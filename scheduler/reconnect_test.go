@@ -61,13 +61,7 @@ func TestParkTwiceReleasesOlderPod(t *testing.T) {
 // which the SSH front end puts in audit lines (they had an empty pod
 // field before, since no attachment implemented it).
 func TestConnAttachmentNamesPod(t *testing.T) {
-	pools := newFakePools(policy("default"))
-	pools.idle = 1
-	s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
-	a, err := s.Attach(context.Background(), id("alice", ""), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pools, a := attachAlice(t)
 	pn, ok := a.(interface{ PodName() string })
 	if !ok || pn.PodName() != "pod-1" {
 		t.Errorf("attachment %T does not name its pod pod-1", a)

@@ -293,13 +293,7 @@ func TestReconnectWindowExpires(t *testing.T) {
 }
 
 func TestNoWindowReleasesAtOnce(t *testing.T) {
-	pools := newFakePools(policy("default"))
-	pools.idle = 1
-	s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
-	a, err := s.Attach(context.Background(), id("alice", ""), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pools, a := attachAlice(t)
 	_ = a.Close()
 	if got := <-pools.released; got != "pod-1" {
 		t.Errorf("released %s", got)
@@ -487,4 +481,18 @@ func TestPodGoneAndForwarding(t *testing.T) {
 	if !strings.HasPrefix(<-pools.released, "pod-") {
 		t.Error("vanished pod not released")
 	}
+}
+
+// attachAlice attaches alice in connection mode to the one idle pod of a
+// fresh default pool.
+func attachAlice(t *testing.T) (*fakePools, Attachment) {
+	t.Helper()
+	pools := newFakePools(policy("default"))
+	pools.idle = 1
+	s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+	a, err := s.Attach(context.Background(), id("alice", ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pools, a
 }
