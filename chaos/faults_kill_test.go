@@ -53,7 +53,7 @@ func killScenario(t *testing.T, survivor bool) {
 	cats := openCats(t, a, "alice", sessions)
 	// Cold starts for the sessions grew the pool's target above min; wait
 	// until the pool has settled at whatever target that is.
-	target := func(g *gate) int { return int(g.metric("podgate_pool_target", "profile", "default")) }
+	target := func(g *gate) int { return g.poolTarget("default") }
 	if !w.waitFor(3*time.Minute, func(podCounts) bool {
 		return w.readyIdle("default") == target(a) && len(w.idleNames("default")) == target(a)
 	}) {

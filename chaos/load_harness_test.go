@@ -170,6 +170,12 @@ func (g *gate) metric(name string, kv ...string) float64 {
 	return m.Value(name, kv...)
 }
 
+// poolTarget is the idle target podgate reports for profile: misses grow
+// it above the pool's min, so "back at target" must read it, not assume min.
+func (g *gate) poolTarget(profile string) int {
+	return int(g.metric("podgate_pool_target", "profile", profile))
+}
+
 // signer is user's private key for Go clients.
 func (g *gate) signer(user string) ssh.Signer { return g.signers[user] }
 
