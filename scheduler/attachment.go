@@ -304,7 +304,14 @@ func (a *sessionAttachment) Run(ctx context.Context, p Process) (ExitStatus, err
 	if a.s.isShuttingDown() {
 		return ExitStatus{}, ErrShuttingDown
 	}
-	pod, err := a.s.obtain(ctx, a.pol, Claim{Identity: a.id, Session: a.id.ConnID + "-" + strconv.Itoa(n)}, a.progress)
+	// The user's pod slot is given back when the session ends, as its
+	// pod is released (the release itself runs off the critical path).
+	var pod *Pod
+	donePod, err := a.s.admitPod(a.pol, a.id)
+	if err == nil {
+		defer donePod()
+		pod, err = a.s.obtain(ctx, a.pol, Claim{Identity: a.id, Session: a.id.ConnID + "-" + strconv.Itoa(n)}, a.progress)
+	}
 	if err != nil {
 		a.s.metrics.attach.WithLabelValues(a.pol.Name, string(a.pol.Mode), "failed").Observe(a.s.since(a.id.AcceptedAt))
 		return ExitStatus{}, err

@@ -48,8 +48,11 @@ type Scheduler struct {
 	// take mu.
 	mu           sync.Mutex
 	shuttingDown bool
-	perProfile   map[string]int
-	perUser      map[string]int
+	// perProfile counts connections per profile, perUser pods per user
+	// and profile (Identity.Key): in connection mode one connection holds
+	// one pod, in session mode every running session holds its own.
+	perProfile map[string]int
+	perUser    map[string]int
 	// waiters lists, per profile, the tickets of connections waiting
 	// for a cold pod, for queue positions.
 	waiters map[string][]uint64
@@ -133,13 +136,20 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 	if id.ProfileFromLogin && !pol.UserSelectable {
 		return nil, fmt.Errorf("user %q chose profile %q by login name, which it does not allow: %w", id.User, pol.Name, ErrProfileNotAllowed)
 	}
-	done, err := s.admit(pol, id)
+	doneConn, err := s.admitConn(pol)
 	if err != nil {
 		return nil, err
 	}
 	if pol.Mode == ModeSession {
-		return newSessionAttachment(s, id, pol, progress, done), nil
+		// Each session takes its pod slot when it runs.
+		return newSessionAttachment(s, id, pol, progress, doneConn), nil
 	}
+	donePod, err := s.admitPod(pol, id)
+	if err != nil {
+		doneConn()
+		return nil, err
+	}
+	done := func() { donePod(); doneConn() }
 	if pod := s.unpark(id, pol); pod != nil {
 		s.log.Info("reconnected to parked pod", "user", id.User, "pod", pod.Ref.Name, "conn", id.ConnID)
 		return newConnAttachment(s, id, pol, pod, "warm", done), nil
@@ -162,34 +172,47 @@ func (s *Scheduler) isShuttingDown() bool {
 	return s.shuttingDown
 }
 
-// admit takes a slot under the profile's and the user's limits, or fails
+// admitConn takes a connection slot under the profile's limit, or fails
 // with ErrAtCapacity at once. The returned func gives the slot back; it is
 // safe to call more than once.
-func (s *Scheduler) admit(pol Policy, id Identity) (func(), error) {
-	key := id.Key()
+func (s *Scheduler) admitConn(pol Policy) (func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if pol.MaxConnections > 0 && s.perProfile[pol.Name] >= pol.MaxConnections {
 		return nil, fmt.Errorf("profile %q has %d connections: %w", pol.Name, pol.MaxConnections, ErrAtCapacity)
 	}
-	if pol.MaxPerUser > 0 && s.perUser[key] >= pol.MaxPerUser {
-		return nil, fmt.Errorf("user %q has %d connections to profile %q: %w", id.User, pol.MaxPerUser, pol.Name, ErrAtCapacity)
+	return s.takeLocked(s.perProfile, pol.Name), nil
+}
+
+// admitPod takes a pod slot under the user's limit in the profile, or
+// fails with ErrAtCapacity at once; see admitConn.
+func (s *Scheduler) admitPod(pol Policy, id Identity) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pol.MaxPerUser > 0 && s.perUser[id.Key()] >= pol.MaxPerUser {
+		return nil, &Refusal{
+			Err:    fmt.Errorf("user %q holds %d pods of profile %q: %w", id.User, pol.MaxPerUser, pol.Name, ErrAtCapacity),
+			Reason: fmt.Sprintf("you already have as many pods as one user may hold at once (%d); close a session and try again", pol.MaxPerUser),
+		}
 	}
-	s.perProfile[pol.Name]++
-	s.perUser[key]++
+	return s.takeLocked(s.perUser, id.Key()), nil
+}
+
+// takeLocked counts one more under key in counts (perProfile or perUser)
+// and returns the func that gives it back, once however often it is
+// called.
+func (s *Scheduler) takeLocked(counts map[string]int, key string) func() {
+	counts[key]++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if s.perProfile[pol.Name]--; s.perProfile[pol.Name] <= 0 {
-				delete(s.perProfile, pol.Name)
-			}
-			if s.perUser[key]--; s.perUser[key] <= 0 {
-				delete(s.perUser, key)
+			if counts[key]--; counts[key] <= 0 {
+				delete(counts, key)
 			}
 		})
-	}, nil
+	}
 }
 
 // obtain claims a warm pod or, on a miss, creates a cold one and waits for

@@ -142,7 +142,7 @@ type PoolConfig struct {
 // LimitsConfig bounds what users can take: pods per user, queue length and
 // the resources of each guest container.
 type LimitsConfig struct {
-	MaxPodsPerUser int               `env:"MAX_PODS_PER_USER" envDefault:"3" min:"0" desc:"Pods one user may hold at once across connections; 0 means no per-user limit."`
+	MaxPodsPerUser int               `env:"MAX_PODS_PER_USER" envDefault:"3" min:"0" desc:"Pods one user may hold at once in one profile, across connections (a profile's podgate.io/max-per-user annotation overrides it); 0 means no per-user limit."`
 	MaxWaiting     int               `env:"MAX_WAITING" envDefault:"100" min:"0" desc:"Logins allowed to queue for a pod at once; beyond this, logins are refused at once."`
 	CPURequest     resource.Quantity `env:"POD_CPU_REQUEST" envDefault:"100m" desc:"CPU requested by each guest container, as a Kubernetes quantity."`
 	CPULimit       resource.Quantity `env:"POD_CPU_LIMIT" envDefault:"1" desc:"CPU limit of each guest container, as a Kubernetes quantity."`
