@@ -104,7 +104,7 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	for _, n := range m.Nodes {
 		p("  - node %s", n)
 	}
-	p("- Machine: %d CPUs (%s), %s memory; the cluster, podgate and the client share it. Load average (1, 5, 15 min) at the start %s, at the end %s: other work on the machine (builds and tests of other checkouts) is not stopped during the run, so figures carry its noise.", m.CPUs, m.CPUModel, m.MemTotal, m.LoadStart, m.LoadEnd)
+	p("- Machine: %d CPUs (%s), %s memory; the cluster, podgate and the client share it. Load average (1, 5, 15 min) at the start %s, at the end %s: the run's own work (the build and micro-benchmarks before it, its bursts and sustained load) raises it, and anything else running on the machine would add noise.", m.CPUs, m.CPUModel, m.MemTotal, m.LoadStart, m.LoadEnd)
 	p("- Guest image: localhost/podgate-debian:local, shell `/bin/bash -l`, connection mode (one pod per SSH connection)")
 	p("- podgate settings for every scenario: `%s`; per scenario the pool bounds and QPS/burst below", strings.Join(baseEnv, " "))
 	p("- Sizes: warm %d + %d with /bin/sh + %d during refill (pool min %d), cold %d, burst %d at QPS/burst %v, sustained %.0f/s for %v (sessions %v–%v, pool min %d), memory %d connections × %d sessions, throughput %d MB",

@@ -192,6 +192,18 @@ func sustained(b *strings.Builder, res *Results) {
 		last := s.Server[n-1]
 		p("podgate counted %.0f hits and %.0f misses (podgate_claims_total, cumulative at the last scrape, which may miss the final second).", last.Hits, last.Misses)
 	}
+	queued, other := 0, 0
+	for _, x := range s.Samples {
+		switch {
+		case x.Err != "" && x.Miss:
+			queued++
+		case x.Err != "":
+			other++
+		}
+	}
+	if queued+other > 0 {
+		p("Errors: %d logins waited for a pod until podgate gave up on them (PODGATE_MAX_WAIT, 60 s by default, then the session ends; the client's error text is how it saw the end), %d failed otherwise.", queued, other)
+	}
 	if cs := s.ColdStarts; cs.Count > 0 {
 		p("Cold pods started for waiting users: %.0f, creation to Ready p50 %s, p99 %s, mean %s (podgate_pod_start_duration_seconds).", cs.Count, fsec(cs.P50), fsec(cs.P99), fsec(cs.Mean))
 	}
