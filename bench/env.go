@@ -53,6 +53,11 @@ type Runner struct {
 	Progress *Progress
 	// Log receives one line per notable event (for the terminal).
 	Log func(format string, args ...any)
+	// ExtraEnv is added to every podgate's environment after the
+	// scenario's own, for diagnosis (e.g. PODGATE_LOG_LEVEL=debug).
+	ExtraEnv []string
+	// LogDir, when set, receives each podgate's log as <tag>.log.
+	LogDir string
 }
 
 // namespace creates a fresh namespace for one scenario and returns a
@@ -110,7 +115,8 @@ func (r *Runner) deleteNamespace(name string) {
 // podgate is one running podgate under test with a dialer for it.
 type podgate struct {
 	*podgatetest.Server
-	dialer *Dialer
+	dialer  *Dialer
+	logFile string // where stop writes podgate's log; "" keeps none
 }
 
 // start runs podgate in ns with baseEnv plus env, waiting for idle warm
@@ -122,7 +128,7 @@ func (r *Runner) start(ctx context.Context, ns, tag string, idle int, env ...str
 	}
 	opts := podgatetest.Options{
 		Bin: r.Bin, Kubeconfig: r.Kubeconfig, Namespace: ns, Dir: dir,
-		Users: []string{benchUser}, Env: append(append([]string{}, baseEnv...), env...),
+		Users: []string{benchUser}, Env: append(append(append([]string{}, baseEnv...), env...), r.ExtraEnv...),
 		WaitIdle: idle, Timeout: 6 * time.Minute,
 	}
 	srv, err := podgatetest.Start(ctx, opts)
@@ -139,12 +145,20 @@ func (r *Runner) start(ctx context.Context, ns, tag string, idle int, env ...str
 		_ = srv.Stop(20 * time.Second)
 		return nil, fmt.Errorf("parsing the bench key: %w", err)
 	}
-	return &podgate{Server: srv, dialer: &Dialer{Addr: srv.Addr(), User: benchUser, Signer: signer, Timeout: 90 * time.Second}}, nil
+	pg := &podgate{Server: srv, dialer: &Dialer{Addr: srv.Addr(), User: benchUser, Signer: signer, Timeout: 90 * time.Second}}
+	if r.LogDir != "" {
+		pg.logFile = filepath.Join(r.LogDir, tag+".log")
+	}
+	return pg, nil
 }
 
-// stop ends podgate gracefully and removes its files.
+// stop ends podgate gracefully, keeps its log if asked to, and removes its
+// files.
 func (p *podgate) stop() {
 	_ = p.Stop(30 * time.Second)
+	if p.logFile != "" {
+		_ = os.WriteFile(p.logFile, []byte(p.Log.String()), 0o644)
+	}
 	_ = os.RemoveAll(p.Dir)
 }
 

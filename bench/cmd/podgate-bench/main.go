@@ -1,7 +1,10 @@
 // Command podgate-bench runs podgate's end-to-end benchmark (issue #6) on
 // the cluster given by KUBECONFIG and writes a Markdown report, the raw
 // data as CSV and plots under the output directory. `make bench` runs it;
-// BENCH_QUICK=1 (or -quick) runs the reduced sizes.
+// BENCH_QUICK=1 (or -quick) runs the reduced sizes. For diagnosis,
+// BENCH_PODGATE_ENV adds settings to every podgate it starts (e.g.
+// "PODGATE_LOG_LEVEL=debug") and BENCH_PODGATE_LOGS names a directory that
+// receives each podgate's log.
 package main
 
 import (
@@ -100,7 +103,8 @@ func run() error {
 	}
 	units := float64(cfg.Warm+cfg.WarmSh+cfg.WarmBusy+cfg.Cold+cfg.Burst*len(cfg.Sweep)) + cfg.For.Seconds() + float64(cfg.MemConns*cfg.MemSessions) + 3
 	prog := bench.NewProgress(os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), units)
-	r := &bench.Runner{Kube: kube, Kubeconfig: kubeconfig, Bin: bin, Work: work, Progress: prog, Log: prog.Logf}
+	r := &bench.Runner{Kube: kube, Kubeconfig: kubeconfig, Bin: bin, Work: work, Progress: prog, Log: prog.Logf,
+		ExtraEnv: strings.Fields(os.Getenv("BENCH_PODGATE_ENV")), LogDir: os.Getenv("BENCH_PODGATE_LOGS")}
 
 	res := &bench.Results{Config: cfg, Meta: bench.CollectMeta(ctx, kube, kubeconfig)}
 	start := time.Now()
