@@ -19,9 +19,24 @@ import (
 // stdout, otherwise to stderr.
 const missMarker = "waiting for a pod"
 
-// isNotice reports whether a write is one of podgate's progress lines,
-// which podgate sends whole, one line per write; it is not the prompt.
-func isNotice(p []byte) bool { return bytes.HasPrefix(bytes.TrimLeft(p, "\r\n"), []byte(missMarker)) }
+// isNotice reports whether a write holds only podgate's own lines (its
+// progress lines, or a refusal, which starts "podgate: "), which are not
+// the prompt. A write may hold several lines: the terminal channel
+// coalesces a progress line and the refusal that follows it.
+func isNotice(p []byte) bool {
+	seen := false
+	for _, line := range bytes.Split(p, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if !bytes.HasPrefix(line, []byte(missMarker)) && !bytes.HasPrefix(line, []byte("podgate: ")) {
+			return false
+		}
+		seen = true
+	}
+	return seen
+}
 
 // Timing is one connection's phases, each measured from the start of the
 // TCP connect on the same monotonic clock.
@@ -130,10 +145,17 @@ func (c *Conn) OpenShell(ctx context.Context, record bool) (*Shell, error) {
 		sess.Close()
 		return nil, fmt.Errorf("starting the shell: %w", err)
 	}
-	at, err := sh.Out.waitFirst(ctx)
+	// A session that ends before its prompt (podgate refused the login)
+	// must end the wait too.
+	ended := make(chan struct{})
+	go func() {
+		_ = sess.Wait()
+		close(ended)
+	}()
+	at, err := sh.Out.waitFirst(ctx, ended)
 	if err != nil {
 		sess.Close()
-		return nil, fmt.Errorf("waiting for the prompt: %w (stderr %q)", err, sh.Err.String())
+		return nil, fmt.Errorf("waiting for the prompt: %w (output %q, stderr %q)", err, sh.Out.String(), sh.Err.String())
 	}
 	if record {
 		c.Timing.Prompt = at.Sub(c.start)
@@ -251,10 +273,14 @@ func (w *watchBuffer) Len() int {
 	return w.buf.Len()
 }
 
-var errClosedEarly = errors.New("context ended")
+var (
+	errClosedEarly  = errors.New("context ended")
+	errSessionEnded = errors.New("the session ended before its prompt")
+)
 
-// waitFirst returns the arrival time of the first byte.
-func (w *watchBuffer) waitFirst(ctx context.Context) (time.Time, error) {
+// waitFirst returns the arrival time of the first counted byte, or fails
+// when ctx ends or ended is closed first.
+func (w *watchBuffer) waitFirst(ctx context.Context, ended <-chan struct{}) (time.Time, error) {
 	for {
 		w.mu.Lock()
 		first, ch := w.first, w.changed
@@ -264,6 +290,15 @@ func (w *watchBuffer) waitFirst(ctx context.Context) (time.Time, error) {
 		}
 		select {
 		case <-ch:
+		case <-ended:
+			// Output the session's last writes delivered counts still.
+			w.mu.Lock()
+			first = w.first
+			w.mu.Unlock()
+			if !first.IsZero() {
+				return first, nil
+			}
+			return time.Time{}, errSessionEnded
 		case <-ctx.Done():
 			return time.Time{}, fmt.Errorf("%w: %w", errClosedEarly, ctx.Err())
 		}

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -52,5 +54,25 @@ func TestPromptSkipsNotices(t *testing.T) {
 	_, _ = w.Write([]byte("user@pod:~$ "))
 	if w.first.IsZero() {
 		t.Errorf("the prompt did not count")
+	}
+}
+
+// TestPromptWaitEndsWithRefusal: a progress line and podgate's refusal in
+// one write are not a prompt, and the session's end ends the wait with an
+// error instead of leaving it to the client's deadline.
+func TestPromptWaitEndsWithRefusal(t *testing.T) {
+	w := newWatchBuffer()
+	w.skip = isNotice
+	_, _ = w.Write([]byte("waiting for a pod (position 1, starting, 0s)\r\npodgate: no node has room for this environment\r\n"))
+	if !w.first.IsZero() {
+		t.Fatal("a refusal counted as the prompt")
+	}
+	ended := make(chan struct{})
+	close(ended)
+	if _, err := w.waitFirst(context.Background(), ended); !errors.Is(err, errSessionEnded) {
+		t.Errorf("waitFirst after the session ended: %v", err)
+	}
+	if isNotice([]byte("waiting for a pod (position 1, starting, 0s)\r\nuser@pod:~$ ")) {
+		t.Error("a prompt after a progress line in one write was skipped")
 	}
 }
