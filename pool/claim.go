@@ -65,6 +65,18 @@ func (p *Pool) Claim(ctx context.Context, name string, c scheduler.Claim) (*sche
 	if err != nil {
 		return nil, err
 	}
+	pod, err := p.claimIdle(ctx, prof, c, "hit")
+	if errors.Is(err, scheduler.ErrNoIdlePod) {
+		p.metrics.claims.WithLabelValues(prof.Name, "miss").Inc()
+	}
+	return pod, err
+}
+
+// claimIdle tries the profile's idle Ready pods in turn until one claim
+// wins, counting a win under result ("hit", or "handoff" for a user
+// already waiting for a cold pod). It fails with ErrNoIdlePod when every
+// candidate is gone or taken, and counts nothing then.
+func (p *Pool) claimIdle(ctx context.Context, prof *profile.Profile, c scheduler.Claim, result string) (*scheduler.Pod, error) {
 	for _, cand := range p.candidates(prof) {
 		if !p.reserve(cand.Name) {
 			continue
@@ -83,8 +95,8 @@ func (p *Pool) Claim(ctx context.Context, name string, c scheduler.Claim) (*sche
 		cancel()
 		switch {
 		case err == nil:
-			p.metrics.claims.WithLabelValues(prof.Name, "hit").Inc()
-			return p.claimed(prof, got, true), nil
+			p.metrics.claims.WithLabelValues(prof.Name, result).Inc()
+			return p.claimed(prof, got, result == "hit"), nil
 		case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
 			// Someone else won this pod (or it changed or vanished);
 			// the informer will catch up, try the next one.
@@ -97,7 +109,6 @@ func (p *Pool) Claim(ctx context.Context, name string, c scheduler.Claim) (*sche
 			return nil, fmt.Errorf("claiming pod %q: %w: %w", cand.Name, err, apiFailure(err))
 		}
 	}
-	p.metrics.claims.WithLabelValues(prof.Name, "miss").Inc()
 	return nil, fmt.Errorf("profile %q: %w", prof.Name, scheduler.ErrNoIdlePod)
 }
 
@@ -227,7 +238,9 @@ func (p *Pool) newPod(prof *profile.Profile, state string, c *scheduler.Claim, n
 }
 
 // Create makes a pod claimed from birth and waits for it through the
-// informer; see scheduler.Pools.
+// informer; see scheduler.Pools. Should an idle pod of the profile turn
+// Ready first, the waiter takes that one instead and its own pod joins the
+// pool (see handoff).
 func (p *Pool) Create(ctx context.Context, name string, c scheduler.Claim, progress func(scheduler.WaitState)) (*scheduler.Pod, error) {
 	if err := p.waitReady(ctx); err != nil {
 		return nil, err
@@ -275,6 +288,9 @@ func (p *Pool) Create(ctx context.Context, name string, c scheduler.Claim, progr
 	defer timer.Stop()
 	seen, lastPhase := false, ""
 	for {
+		// Taken before the cache is read, so that an idle pod that turns
+		// Ready after the read still wakes this loop.
+		idle := p.idleReadySignal(prof.Name)
 		cur, ok := p.cachedPod(created.Name)
 		switch {
 		case ok && cur.UID == created.UID:
@@ -297,7 +313,12 @@ func (p *Pool) Create(ctx context.Context, name string, c scheduler.Claim, progr
 		case seen:
 			return nil, fmt.Errorf("waiting for pod %q: %w", created.Name, scheduler.ErrPodGone)
 		}
+		if pod, ok := p.handoff(ctx, prof, c, created); ok {
+			ready = true // the cold pod joined the pool instead
+			return pod, nil
+		}
 		select {
+		case <-idle:
 		case <-ch:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for pod %q: %w", created.Name, ctx.Err())

@@ -161,6 +161,9 @@ type Pool struct {
 	creating map[string]int
 	// waiters wake cold-pod waiters when their pod changes.
 	waiters map[string]chan struct{}
+	// idleReady holds, per profile, the channel closed when an idle pod
+	// turns Ready; see idleReadySignal.
+	idleReady map[string]chan struct{}
 	// prepared holds streams opened for idle pods, by pod name.
 	prepared map[string]*streams
 	health   map[string]*health
@@ -222,6 +225,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		pending:    map[string]map[string]time.Time{},
 		creating:   map[string]int{},
 		waiters:    map[string]chan struct{}{},
+		idleReady:  map[string]chan struct{}{},
 		deleting:   map[string]struct{}{},
 		prepared:   map[string]*streams{},
 		health:     map[string]*health{},
@@ -370,8 +374,11 @@ func (p *Pool) onPod(pod *corev1.Pod, counted bool) {
 			}
 		}
 	}
-	wantPrep := p.execer != nil && state == StateIdle && podReady(pod) && prof.Profile != nil &&
-		pod.Labels[LabelHash] == prof.Profile.Hash && p.prepared[pod.Name] == nil
+	current := state == StateIdle && podReady(pod) && prof.Profile != nil && pod.Labels[LabelHash] == prof.Profile.Hash
+	if current {
+		p.signalIdleReadyLocked(prof.Name)
+	}
+	wantPrep := p.execer != nil && current && p.prepared[pod.Name] == nil
 	p.mu.Unlock()
 	if toClose != nil {
 		toClose.close()
@@ -432,9 +439,26 @@ func (p *Pool) recordFailureLocked(prof *profile.Profile, pod *corev1.Pod, f fai
 	}
 	p.failedUIDs[string(pod.UID)] = struct{}{}
 	p.healthLocked(prof).fail(now, f, p.opts.BackoffBase, p.opts.BackoffMax)
+	if f == failUnschedulable {
+		p.sizerLocked(prof, now).full(p.readyIdleCount(prof), now)
+	}
 	p.metrics.createFailures.WithLabelValues(prof.Name, f.Reason).Inc()
 	p.metrics.degraded.WithLabelValues(prof.Name).Set(1)
 	p.log.Warn("pod cannot start", "profile", prof.Name, "pod", pod.Name, "reason", f.Reason, "detail", failureDetail(pod))
+}
+
+// readyIdleCount is the number of the profile's idle Ready pods of its
+// current template. It reads only the informer's index, so it may be
+// called with mu held.
+func (p *Pool) readyIdleCount(prof *profile.Profile) int {
+	objs, _ := p.pods.GetIndexer().ByIndex(indexIdleReady, prof.Name)
+	n := 0
+	for _, o := range objs {
+		if pod, ok := o.(*corev1.Pod); ok && pod.Labels[LabelHash] == prof.Hash {
+			n++
+		}
+	}
+	return n
 }
 
 // sizerLocked returns the profile's sizer with its current bounds.
