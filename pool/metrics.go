@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"profile"}),
 		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podgate_claims_total",
-			Help: "Claim attempts by result: hit, miss, conflict (lost a race), error.",
+			Help: "Claim attempts by result: hit, miss, conflict (lost a race), error, and handoff (a user waiting for a cold pod took an idle one that turned Ready first).",
 		}, []string{"profile", "result"}),
 		createFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podgate_pod_create_failures_total",

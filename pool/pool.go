@@ -439,26 +439,9 @@ func (p *Pool) recordFailureLocked(prof *profile.Profile, pod *corev1.Pod, f fai
 	}
 	p.failedUIDs[string(pod.UID)] = struct{}{}
 	p.healthLocked(prof).fail(now, f, p.opts.BackoffBase, p.opts.BackoffMax)
-	if f == failUnschedulable {
-		p.sizerLocked(prof, now).full(p.readyIdleCount(prof), now)
-	}
 	p.metrics.createFailures.WithLabelValues(prof.Name, f.Reason).Inc()
 	p.metrics.degraded.WithLabelValues(prof.Name).Set(1)
 	p.log.Warn("pod cannot start", "profile", prof.Name, "pod", pod.Name, "reason", f.Reason, "detail", failureDetail(pod))
-}
-
-// readyIdleCount is the number of the profile's idle Ready pods of its
-// current template. It reads only the informer's index, so it may be
-// called with mu held.
-func (p *Pool) readyIdleCount(prof *profile.Profile) int {
-	objs, _ := p.pods.GetIndexer().ByIndex(indexIdleReady, prof.Name)
-	n := 0
-	for _, o := range objs {
-		if pod, ok := o.(*corev1.Pod); ok && pod.Labels[LabelHash] == prof.Hash {
-			n++
-		}
-	}
-	return n
 }
 
 // sizerLocked returns the profile's sizer with its current bounds.

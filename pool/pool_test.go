@@ -209,53 +209,6 @@ func TestSizer(t *testing.T) {
 	if s.target != 3 {
 		t.Errorf("setBounds kept target %d outside 3..4", s.target)
 	}
-	s.setBounds(2, 10)
-	for range 6 {
-		s.miss(at)
-	}
-	s.full(4, at)
-	if s.target != 4 {
-		t.Errorf("full(4) left the target at %d", s.target)
-	}
-	s.full(0, at)
-	if s.target != 2 {
-		t.Errorf("full(0) took the target to %d, below min", s.target)
-	}
-}
-
-// TestUnschedulableStopsGrowth: once the cluster has no room for a pod of
-// the profile, the idle target drops to the idle pods that did fit, so the
-// pool stops queueing idle pods in the room users' pods need.
-func TestUnschedulableStopsGrowth(t *testing.T) {
-	prof, err := profile.FromConfig(profile.DefaultProfileConfig{Image: "img", PoolMin: 2, PoolMax: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := fake.NewClientset(idleReadyPod("a", prof), idleReadyPod("b", prof), idleReadyPod("c", prof))
-	p := newUnitPool(t, cs, prof)
-	now := p.clock.Now()
-	p.mu.Lock()
-	s := p.sizerLocked(prof, now)
-	for range 8 {
-		s.miss(now)
-	}
-	grown := s.target
-	p.mu.Unlock()
-	if grown != 10 {
-		t.Fatalf("target after 8 misses = %d, want 10", grown)
-	}
-	pending := idleReadyPod("d", prof)
-	pending.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{
-		Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
-		Message: "0/1 nodes are available: 1 Insufficient cpu.",
-	}}}
-	p.onPod(pending, true)
-	p.mu.Lock()
-	got := p.sizerLocked(prof, now).target
-	p.mu.Unlock()
-	if got != 3 {
-		t.Errorf("idle target after an Unschedulable pod = %d, want the 3 idle pods that fit", got)
-	}
 }
 
 func TestPodFailure(t *testing.T) {

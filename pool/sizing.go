@@ -53,13 +53,3 @@ func (s *sizer) adopt(idle int, now time.Time) {
 		s.lastChange = now
 	}
 }
-
-// full caps the target at n, the idle pods that found room (within the
-// bounds), when the cluster has no room for another pod: growing further
-// would only queue idle pods that take the room users' own pods need.
-func (s *sizer) full(n int, now time.Time) {
-	if t := max(s.lo, min(n, s.hi)); t < s.target {
-		s.target = t
-		s.lastChange = now
-	}
-}
