@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -277,10 +278,18 @@ func (p *Pool) Create(ctx context.Context, name string, c scheduler.Claim, progr
 	ch := make(chan struct{}, 1)
 	p.mu.Lock()
 	p.waiters[created.Name] = ch
+	p.coldQueue[prof.Name] = append(p.coldQueue[prof.Name], created.Name)
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
 		delete(p.waiters, created.Name)
+		p.coldQueue[prof.Name] = slices.DeleteFunc(p.coldQueue[prof.Name], func(n string) bool { return n == created.Name })
+		if len(p.coldQueue[prof.Name]) == 0 {
+			delete(p.coldQueue, prof.Name)
+		}
+		// The waiters behind this one moved up: an idle pod they were
+		// too far back for may now be theirs.
+		p.signalIdleReadyLocked(prof.Name)
 		p.mu.Unlock()
 	}()
 

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -43,9 +44,14 @@ func (p *Pool) signalIdleReadyLocked(profile string) {
 }
 
 // handoff claims an idle Ready pod for a user waiting for own, their cold
-// pod, and gives own to the pool as an idle pod. It reports false, and
-// changes nothing, when no idle pod could be claimed.
+// pod, and gives own to the pool as an idle pod. Idle pods go to the
+// longest waiters: with n idle Ready pods, only the first n waiters in the
+// profile's queue try. It reports false, and changes nothing, when no idle
+// pod could be claimed.
 func (p *Pool) handoff(ctx context.Context, prof *profile.Profile, c scheduler.Claim, own *corev1.Pod) (*scheduler.Pod, bool) {
+	if p.queuePosition(prof.Name, own.Name) >= len(p.candidates(prof)) {
+		return nil, false
+	}
 	pod, err := p.claimIdle(ctx, prof, c, "handoff")
 	if err != nil {
 		return nil, false
@@ -88,4 +94,16 @@ func recyclePatch(uid types.UID) ([]byte, error) {
 			AnnUser: nil, AnnRemoteAddr: nil, AnnConnID: nil, AnnClaimedAt: nil, AnnCold: nil,
 		},
 	}})
+}
+
+// queuePosition is the 0-based place of the cold pod name among those users
+// of profile wait for (past the end when it is not queued).
+func (p *Pool) queuePosition(profile, name string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q := p.coldQueue[profile]
+	if i := slices.Index(q, name); i >= 0 {
+		return i
+	}
+	return len(q)
 }

@@ -155,3 +155,51 @@ func TestHandoffDeletesColdPodItCannotRecycle(t *testing.T) {
 		t.Errorf("pods left: %v, want only the claimed idle pod", names)
 	}
 }
+
+// TestHandoffGoesToLongestWaiter: with several users waiting and one idle
+// pod turning Ready, the user who has waited longest gets it; the others
+// keep waiting for their own pods.
+func TestHandoffGoesToLongestWaiter(t *testing.T) {
+	prof := unitProfile(t)
+	cs := namingClientset()
+	p := newUnitPool(t, cs, prof)
+	first, failed := waitCold(t, p, cs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	later := make(chan *scheduler.Pod, 4)
+	for _, user := range []string{"bob", "carol", "dave", "erin"} {
+		w, err := cs.CoreV1().Pods(testNS).Watch(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			pod, err := p.Create(ctx, "", scheduler.Claim{Identity: scheduler.Identity{User: user}, Session: user}, nil)
+			if err == nil {
+				later <- pod
+			}
+		}()
+		// Each waiter's cold pod exists before the next one starts, so
+		// the queue order is known.
+		for ev := range w.ResultChan() {
+			if pod, ok := ev.Object.(*corev1.Pod); ok && pod.Annotations[AnnUser] == user {
+				break
+			}
+		}
+		w.Stop()
+	}
+	if _, err := cs.CoreV1().Pods(testNS).Create(context.Background(), idleReadyPod("warm", prof), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case pod := <-first:
+		if pod.Ref.Name != "warm" {
+			t.Errorf("the first waiter got %s", pod.Ref.Name)
+		}
+	case pod := <-later:
+		t.Fatalf("a later waiter got %s before the first one", pod.Ref.Name)
+	case err := <-failed:
+		t.Fatalf("Create: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no waiter took the idle pod")
+	}
+}

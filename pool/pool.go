@@ -164,6 +164,9 @@ type Pool struct {
 	// idleReady holds, per profile, the channel closed when an idle pod
 	// turns Ready; see idleReadySignal.
 	idleReady map[string]chan struct{}
+	// coldQueue lists, per profile, the cold pods users wait for, oldest
+	// first, so that handoffs go to the longest waiters.
+	coldQueue map[string][]string
 	// prepared holds streams opened for idle pods, by pod name.
 	prepared map[string]*streams
 	health   map[string]*health
@@ -226,6 +229,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		creating:   map[string]int{},
 		waiters:    map[string]chan struct{}{},
 		idleReady:  map[string]chan struct{}{},
+		coldQueue:  map[string][]string{},
 		deleting:   map[string]struct{}{},
 		prepared:   map[string]*streams{},
 		health:     map[string]*health{},
