@@ -128,6 +128,9 @@ func (p *Pool) candidates(prof *profile.Profile) []*corev1.Pod {
 		if _, t := p.taken[pod.Name]; t {
 			continue
 		}
+		if _, d := p.deleting[pod.Name]; d {
+			continue // this replica, leading, is deleting it
+		}
 		if p.prepared[pod.Name] != nil {
 			withStreams = append(withStreams, pod)
 		} else {

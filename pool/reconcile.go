@@ -8,6 +8,7 @@ import (
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podgate/podgate/pool/profile"
@@ -309,8 +310,10 @@ func (p *Pool) reap(ctx context.Context, now time.Time) {
 	}
 }
 
-// deleteAsLeader deletes a pod in the background, once, with a UID
-// precondition so that a replaced pod of the same name is never hit.
+// deleteAsLeader deletes a pod in the background, once per pod until it
+// leaves the cache. An idle pod is deleted only if it is unchanged since
+// the cache saw it (a resourceVersion precondition): a replica that
+// claimed it in between keeps it, and the next pass decides again.
 func (p *Pool) deleteAsLeader(ctx context.Context, pod *corev1.Pod, why string) {
 	p.mu.Lock()
 	if _, busy := p.deleting[pod.Name]; busy {
@@ -320,15 +323,36 @@ func (p *Pool) deleteAsLeader(ctx context.Context, pod *corev1.Pod, why string) 
 	p.deleting[pod.Name] = struct{}{}
 	p.mu.Unlock()
 	p.log.Info("deleting pod", "pod", pod.Name, "profile", pod.Labels[LabelProfile], "reason", why)
-	name, uid := pod.Name, pod.UID
+	name, uid, rv := pod.Name, pod.UID, ""
+	if pod.Labels[LabelState] == StateIdle {
+		rv = pod.ResourceVersion
+	}
 	p.bg.Add(1)
 	go func() {
 		defer p.bg.Done()
-		if err := p.deletePod(ctx, name, uid); err != nil {
+		err := p.client.CoreV1().Pods(p.opts.Namespace).Delete(ctx, name, metav1.DeleteOptions{
+			Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: ptrOrNil(rv)},
+		})
+		switch {
+		case err == nil || apierrors.IsNotFound(err):
+			return
+		case apierrors.IsConflict(err) && rv != "":
+			p.log.Info("not deleting pod: it changed since", "pod", name, "reason", why)
+		case apierrors.IsConflict(err):
+			return // another pod of that name now
+		default:
 			p.log.Warn("deleting pod", "pod", name, "err", err)
-			p.mu.Lock()
-			delete(p.deleting, name)
-			p.mu.Unlock()
 		}
+		p.mu.Lock()
+		delete(p.deleting, name)
+		p.mu.Unlock()
 	}()
+}
+
+// ptrOrNil is &s, or nil for "".
+func ptrOrNil(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
