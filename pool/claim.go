@@ -325,7 +325,7 @@ func (p *Pool) Create(ctx context.Context, name string, c scheduler.Claim, progr
 		case seen:
 			return nil, fmt.Errorf("waiting for pod %q: %w", created.Name, scheduler.ErrPodGone)
 		}
-		if pod, ok := p.handoff(ctx, prof, c, created); ok {
+		if pod, ok := p.handoff(ctx, prof, c, created, now); ok {
 			ready = true // the cold pod joined the pool instead
 			return pod, nil
 		}

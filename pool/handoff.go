@@ -48,7 +48,7 @@ func (p *Pool) signalIdleReadyLocked(profile string) {
 // longest waiters: with n idle Ready pods, only the first n waiters in the
 // profile's queue try. It reports false, and changes nothing, when no idle
 // pod could be claimed.
-func (p *Pool) handoff(ctx context.Context, prof *profile.Profile, c scheduler.Claim, own *corev1.Pod) (*scheduler.Pod, bool) {
+func (p *Pool) handoff(ctx context.Context, prof *profile.Profile, c scheduler.Claim, own *corev1.Pod, created time.Time) (*scheduler.Pod, bool) {
 	if p.queuePosition(prof.Name, own.Name) >= len(p.candidates(prof)) {
 		return nil, false
 	}
@@ -56,7 +56,7 @@ func (p *Pool) handoff(ctx context.Context, prof *profile.Profile, c scheduler.C
 	if err != nil {
 		return nil, false
 	}
-	p.recycle(own)
+	p.recycle(own, created)
 	return pod, true
 }
 
@@ -65,8 +65,12 @@ func (p *Pool) handoff(ctx context.Context, prof *profile.Profile, c scheduler.C
 // its pod, so that once a user is attached no pod but theirs carries their
 // claim (one PATCH, a few milliseconds after a wait of seconds). The UID
 // precondition makes sure a pod of the same name created since is never
-// touched.
-func (p *Pool) recycle(own *corev1.Pod) {
+// touched. created is when own was created: its start is measured when it
+// turns Ready, as a cold pod's is.
+func (p *Pool) recycle(own *corev1.Pod, created time.Time) {
+	p.mu.Lock()
+	p.recycled[own.Name] = created
+	p.mu.Unlock()
 	body, err := recyclePatch(own.UID)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"profile", "reason"}),
 		podStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "podgate_pod_start_duration_seconds",
-			Help:    "Time from creating a cold pod to it being Ready.",
+			Help:    "Time from creating a cold pod (for a waiting user) to it being Ready, whether that user or, after a handoff, the pool gets it.",
 			Buckets: []float64{0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120},
 		}, []string{"profile"}),
 	}

@@ -167,6 +167,9 @@ type Pool struct {
 	// coldQueue lists, per profile, the cold pods users wait for, oldest
 	// first, so that handoffs go to the longest waiters.
 	coldQueue map[string][]string
+	// recycled holds when each cold pod given to the pool by a handoff was
+	// created, so that its start is still measured when it turns Ready.
+	recycled map[string]time.Time
 	// prepared holds streams opened for idle pods, by pod name.
 	prepared map[string]*streams
 	health   map[string]*health
@@ -230,6 +233,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		waiters:    map[string]chan struct{}{},
 		idleReady:  map[string]chan struct{}{},
 		coldQueue:  map[string][]string{},
+		recycled:   map[string]time.Time{},
 		deleting:   map[string]struct{}{},
 		prepared:   map[string]*streams{},
 		health:     map[string]*health{},
@@ -378,6 +382,10 @@ func (p *Pool) onPod(pod *corev1.Pod, counted bool) {
 			}
 		}
 	}
+	if at, ok := p.recycled[pod.Name]; ok && podReady(pod) && prof.Profile != nil {
+		delete(p.recycled, pod.Name)
+		p.metrics.podStart.WithLabelValues(prof.Name).Observe(now.Sub(at).Seconds())
+	}
 	current := state == StateIdle && podReady(pod) && prof.Profile != nil && pod.Labels[LabelHash] == prof.Profile.Hash
 	if current {
 		p.signalIdleReadyLocked(prof.Name)
@@ -407,6 +415,7 @@ func (p *Pool) onPodDeleted(o any) {
 	delete(p.deleting, pod.Name)
 	delete(p.failedUIDs, string(pod.UID))
 	delete(p.coldUIDs, pod.UID)
+	delete(p.recycled, pod.Name)
 	toClose := p.dropStreamsLocked(pod.Name)
 	if ch, ok := p.waiters[pod.Name]; ok {
 		select {

@@ -65,6 +65,12 @@ func TestMetricsDuringUse(t *testing.T) {
 			t.Fatalf("ssh true: %d %s", code, errOut)
 		}
 	}
+	// The cold attach may be handed a refill pod that turned Ready first;
+	// its own pod then joins the pool and its start is measured when it
+	// is Ready, which may be after the logins.
+	eventually(t, kubetest.Timeout, "a cold pod start measured", func() bool {
+		return histogramCount(s.scrape(t), "podgate_pod_start_duration_seconds") > 0
+	})
 	text := s.scrape(t)
 	for _, h := range []string{"podgate_attach_duration_seconds", "podgate_phase_duration_seconds",
 		"podgate_pod_start_duration_seconds", "podgate_session_duration_seconds",
