@@ -66,19 +66,19 @@ func (p *Pool) Claim(ctx context.Context, name string, c scheduler.Claim) (*sche
 	if err != nil {
 		return nil, err
 	}
-	pod, err := p.claimIdle(ctx, prof, c, "hit")
+	pod, err := p.claimIdle(ctx, prof, p.candidates(prof), c, "hit")
 	if errors.Is(err, scheduler.ErrNoIdlePod) {
 		p.metrics.claims.WithLabelValues(prof.Name, "miss").Inc()
 	}
 	return pod, err
 }
 
-// claimIdle tries the profile's idle Ready pods in turn until one claim
+// claimIdle tries cands, the profile's idle Ready pods, in turn until one claim
 // wins, counting a win under result ("hit", or "handoff" for a user
 // already waiting for a cold pod). It fails with ErrNoIdlePod when every
 // candidate is gone or taken, and counts nothing then.
-func (p *Pool) claimIdle(ctx context.Context, prof *profile.Profile, c scheduler.Claim, result string) (*scheduler.Pod, error) {
-	for _, cand := range p.candidates(prof) {
+func (p *Pool) claimIdle(ctx context.Context, prof *profile.Profile, cands []*corev1.Pod, c scheduler.Claim, result string) (*scheduler.Pod, error) {
+	for _, cand := range cands {
 		if !p.reserve(cand.Name) {
 			continue
 		}

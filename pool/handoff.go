@@ -49,10 +49,11 @@ func (p *Pool) signalIdleReadyLocked(profile string) {
 // profile's queue try. It reports false, and changes nothing, when no idle
 // pod could be claimed.
 func (p *Pool) handoff(ctx context.Context, prof *profile.Profile, c scheduler.Claim, own *corev1.Pod, created time.Time) (*scheduler.Pod, bool) {
-	if p.queuePosition(prof.Name, own.Name) >= len(p.candidates(prof)) {
+	cands := p.candidates(prof)
+	if p.queuePosition(prof.Name, own.Name) >= len(cands) {
 		return nil, false
 	}
-	pod, err := p.claimIdle(ctx, prof, c, "handoff")
+	pod, err := p.claimIdle(ctx, prof, cands, c, "handoff")
 	if err != nil {
 		return nil, false
 	}
