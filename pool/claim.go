@@ -114,8 +114,9 @@ func (p *Pool) claimIdle(ctx context.Context, prof *profile.Profile, cands []*co
 }
 
 // candidates lists the profile's idle Ready pods of the current template:
-// those with prepared streams first, each group shuffled so that replicas
-// claiming at once rarely pick the same pod.
+// those with open prepared streams first (not those still opening them),
+// each group shuffled so that replicas claiming at once rarely pick the
+// same pod.
 func (p *Pool) candidates(prof *profile.Profile) []*corev1.Pod {
 	objs, _ := p.pods.GetIndexer().ByIndex(indexIdleReady, prof.Name)
 	var withStreams, without []*corev1.Pod
@@ -131,7 +132,7 @@ func (p *Pool) candidates(prof *profile.Profile) []*corev1.Pod {
 		if _, d := p.deleting[pod.Name]; d {
 			continue // this replica, leading, is deleting it
 		}
-		if p.prepared[pod.Name] != nil {
+		if s := p.prepared[pod.Name]; s != nil && (s.tty != nil || s.plain != nil) {
 			withStreams = append(withStreams, pod)
 		} else {
 			without = append(without, pod)
