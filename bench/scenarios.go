@@ -85,6 +85,10 @@ type Run struct {
 	// WarmUp, for a burst, is the time from starting podgate to its pool
 	// holding Burst idle pods: the node's pod start rate at its best.
 	WarmUp time.Duration
+	// CPU, for a burst, is the CPU time every process on this machine
+	// used from the start of the burst until all were in (CPUWall).
+	CPU     []CPUUse
+	CPUWall time.Duration
 }
 
 // sequential runs n attaches one after another. Before each, gate (when
@@ -226,7 +230,13 @@ func (r *Runner) Sweep(ctx context.Context, c Config) ([]Run, error) {
 			return runs, err
 		}
 		warmUp := time.Since(warmStart)
-		settle(ctx, 3*time.Second) // streams prepared, rate limiter bucket refilled
+		// Every idle pod's streams prepared, as a user arriving at a
+		// warm pool finds them; then the rate limiter's bucket refilled.
+		if err := r.waitSettled(ctx, pg, ns, c.Burst, 2*time.Minute); err != nil {
+			pg.stop()
+			return runs, err
+		}
+		settle(ctx, 3*time.Second)
 		r.Progress.Step(fmt.Sprintf("burst %d at QPS/burst %s", c.Burst, q), c.Burst)
 		run, err := r.burst(ctx, pg, c.Burst, q)
 		run.WarmUp = warmUp
@@ -272,9 +282,11 @@ func (r *Runner) burst(ctx context.Context, pg *podgate, n int, q QPS) (Run, err
 			r.Progress.Add(1, 1)
 		}()
 	}
-	t0 = time.Now()
-	close(startGun)
-	wg.Wait()
+	run.CPU, run.CPUWall = cpuWindow(func() {
+		t0 = time.Now()
+		close(startGun)
+		wg.Wait()
+	})
 	run.Wall = time.Since(t0)
 	for _, s := range samples {
 		if !s.OK() {

@@ -54,9 +54,9 @@ func targets(b *strings.Builder, res *Results) {
 			p("| … every user in | %d of %d | %d of %d (all in after %s) | %s |", len(r.Samples), len(r.Samples), s.Count, len(r.Samples), fms(allIn(r)), verdict(in))
 			p("| … client-side throttling waits (> 1 ms) | 0 | %.0f (total %s) | %s |", r.Throttled, fms(r.ThrottleWait), verdict(r.Throttled == 0))
 			if s.P90 > time.Second {
-				bounds = append(bounds, fmt.Sprintf("Burst: at %s podgate's phases have p50/p99 handshake %s/%s, claim %s/%s and exec start %s/%s. Exec start, %d login shells starting at once in their pods and printing their prompts on 2 CPUs shared with the whole cluster, dominates; the claims (PATCHes) come second.",
+				bounds = append(bounds, fmt.Sprintf("Burst: at %s podgate's phases have p50/p99 handshake %s/%s, claim %s/%s and exec start %s/%s, and no request waited on a rate limiter. %s",
 					r.QPS, fsec(phaseP50(r, "handshake")), fsec(phaseQ(r, "handshake")), fsec(phaseP50(r, "claim")), fsec(phaseQ(r, "claim")),
-					fsec(phaseP50(r, "exec_start")), fsec(phaseQ(r, "exec_start")), res.Config.Burst))
+					fsec(phaseP50(r, "exec_start")), fsec(phaseQ(r, "exec_start")), cpuSentence(r, res.Meta.CPUs)))
 			}
 		}
 		for _, r := range res.Sweep {
@@ -154,6 +154,10 @@ func sweep(b *strings.Builder, res *Results) {
 		p("### Burst at QPS/burst %s", r.QPS)
 		p("")
 		runTable(b, r)
+		if len(r.CPU) > 0 {
+			p("")
+			p("CPU time used on this machine from the start of the burst until all were in (%s), by process name: %s. (Processes that started and ended within the burst, such as runc, are not counted.)", fms(r.CPUWall), topCPU(r.CPU, 12))
+		}
 	}
 }
 
@@ -255,4 +259,32 @@ func memory(b *strings.Builder, res *Results) {
 	p("| Go heap in use | %.1f MiB | %.1f MiB | %.1f MiB | %.0f KiB | %.0f KiB |", m.Heap0/(1<<20), m.Heap1/(1<<20), dh/(1<<20), dh/1024/float64(m.Sessions), dh/1024/float64(m.Conns))
 	dg := m.Gor1 - m.Gor0
 	p("| goroutines | %.0f | %.0f | %.0f | %.1f | %.1f |", m.Gor0, m.Gor1, dg, dg/float64(m.Sessions), dg/float64(m.Conns))
+}
+
+// cpuSentence says how busy the machine's CPUs were during a burst, and
+// which processes kept them busy.
+func cpuSentence(r Run, cpus int) string {
+	if len(r.CPU) == 0 || r.CPUWall <= 0 || cpus <= 0 {
+		return ""
+	}
+	var used float64
+	for _, u := range r.CPU {
+		used += u.Seconds
+	}
+	avail := float64(cpus) * r.CPUWall.Seconds()
+	verdict := "so the CPUs were busy throughout and CPU time, not a wait, bounds the burst"
+	if used < 0.85*avail {
+		verdict = "so the CPUs were not saturated and part of the time went to waits"
+	}
+	return fmt.Sprintf("From the first connection until all were in (%s), the processes on this machine used %.1f of the %.1f CPU-seconds its %d CPUs had (%.0f %%), %s. The most: %s.",
+		fms(r.CPUWall), used, avail, cpus, 100*used/avail, verdict, topCPU(r.CPU, 8))
+}
+
+// topCPU lists the n largest CPU users as "name 1.23 s".
+func topCPU(use []CPUUse, n int) string {
+	var parts []string
+	for _, u := range use[:min(n, len(use))] {
+		parts = append(parts, fmt.Sprintf("%s %.2f s", u.Name, u.Seconds))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -17,6 +17,7 @@ leftovers() {
     grep -qE '^:(KUBE|CNI)-' <<<"$(iptables-save -t $t 2>/dev/null)" && out+=" iptables-$t"
   done
   ls -d /sys/fs/cgroup/*/kubepods >/dev/null 2>&1 && out+=" cgroups"
+  [ -e /var/lib/cni/networks/podgate ] && out+=" ip-allocations"
   [ -e "$STATE" ] && out+=" state-dir"
   echo "$out"
 }
@@ -35,6 +36,12 @@ echo "cluster-check: SIGKILLed every harness process; left behind:$(leftovers)"
 $LC up
 grep -q 'node: .* Ready' <<<"$($LC status)" || fail "node not Ready after recovery"
 echo "cluster-check: up recovered after SIGKILL"
+# The killed pod's address must not stay allocated: leaked addresses once
+# filled the /24 so that no pod could start. At most the restarted pod holds one.
+ips=0
+[ -d "$STATE/cni/ipam/podgate" ] && ips=$(find "$STATE/cni/ipam/podgate" -maxdepth 1 -name '10.*' | wc -l)
+[ "$ips" -le 1 ] || fail "$ips pod addresses allocated after recovery, want at most 1"
+echo "cluster-check: $ips pod address(es) allocated after recovery"
 $LC down
 left=$(leftovers)
 [ -z "$left" ] || fail "down left:$left"

@@ -42,9 +42,9 @@ func (l Leftovers) Empty() bool { return l == Leftovers{} }
 
 // cleanup removes everything a cluster in o.StateDir may have left: pod
 // processes and their cgroups, daemons, mounts under the state directory,
-// the bridge, CNI and KUBE iptables chains, and the directory itself. It is
-// safe to run when nothing is there, and it never touches processes or
-// mounts outside what this harness creates.
+// the bridge, CNI and KUBE iptables chains, the CNI address allocations,
+// and the directory itself. It is safe to run when nothing is there, and it
+// never touches processes or mounts outside what this harness creates.
 func (o Options) cleanup(removeState bool) (Leftovers, error) {
 	var l Leftovers
 	var errs []error
@@ -58,6 +58,13 @@ func (o Options) cleanup(removeState bool) (Leftovers, error) {
 	errs = append(errs, err)
 	l.Cgroups = removeCgroups()
 	l.Bridge = deleteLink(bridgeName)
+	// Every pod is dead now, so every address allocation is stale: the
+	// kubelet's CNI DEL for them would find nothing to free anyway.
+	for _, dir := range []string{o.ipamDir(), legacyIPAMDir} {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("removing stale IP allocations: %w", err))
+		}
+	}
 	c, err := cleanIptables()
 	l.Chains = c
 	errs = append(errs, err)

@@ -33,7 +33,7 @@ func (o Options) writeConfigs(ip net.IP) error {
 	}
 	files := map[string]string{
 		"containerd/config.toml":        o.containerdConfig(),
-		"cni/net.d/10-podgate.conflist": cniConfig,
+		"cni/net.d/10-podgate.conflist": o.cniConfig(),
 		"kubelet/config.yaml":           o.kubeletConfig(),
 		"kube-proxy/config.yaml":        o.kubeProxyConfig(),
 	}
@@ -110,7 +110,12 @@ state = %q
 
 func (o Options) containerdSocket() string { return o.path("containerd", "containerd.sock") }
 
-const cniConfig = `{
+// cniConfig is the bridge network. host-local keeps its allocations in
+// the state directory (ipamDir), not in /var/lib/cni: a pod killed with the
+// cluster never gets its CNI DEL, and leaked addresses outliving the
+// cluster filled the /24 after a day of runs, so that no pod could start.
+func (o Options) cniConfig() string {
+	return `{
   "cniVersion": "0.4.0",
   "name": "podgate",
   "plugins": [
@@ -122,6 +127,7 @@ const cniConfig = `{
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
+        "dataDir": "` + o.ipamDir() + `",
         "ranges": [[{"subnet": "` + podSubnet + `"}]],
         "routes": [{"dst": "0.0.0.0/0"}]
       }
@@ -130,6 +136,14 @@ const cniConfig = `{
   ]
 }
 `
+}
+
+// ipamDir holds host-local's address allocations.
+func (o Options) ipamDir() string { return o.path("cni", "ipam") }
+
+// legacyIPAMDir is where earlier versions of the harness let host-local
+// keep them (its default for the network "podgate").
+const legacyIPAMDir = "/var/lib/cni/networks/podgate"
 
 // kubeletConfig: webhook authn/authz against the cluster CA, no read-only
 // port, cgroupfs on cgroup v1, no swap check, image GC that never collects
