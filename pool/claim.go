@@ -132,7 +132,7 @@ func (p *Pool) candidates(prof *profile.Profile) []*corev1.Pod {
 		if _, d := p.deleting[pod.Name]; d {
 			continue // this replica, leading, is deleting it
 		}
-		if s := p.prepared[pod.Name]; s != nil && (s.tty != nil || s.plain != nil) {
+		if p.prepared[pod.Name].open() {
 			withStreams = append(withStreams, pod)
 		} else {
 			without = append(without, pod)

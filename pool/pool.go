@@ -191,6 +191,10 @@ type streams struct {
 	tty, plain scheduler.Prepared
 }
 
+// open reports whether s holds at least one open stream; a nil s, or a
+// placeholder for streams still opening, holds none.
+func (s *streams) open() bool { return s != nil && (s.tty != nil || s.plain != nil) }
+
 func (s *streams) close() {
 	if s.tty != nil {
 		_ = s.tty.Close()

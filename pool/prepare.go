@@ -99,7 +99,7 @@ func (p *Pool) preparedCount() float64 {
 	defer p.mu.Unlock()
 	n := 0
 	for _, s := range p.prepared {
-		if s.tty != nil || s.plain != nil {
+		if s.open() {
 			n++
 		}
 	}
