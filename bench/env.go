@@ -181,14 +181,15 @@ func (p *podgate) waitIdle(ctx context.Context, n int, limit time.Duration) erro
 
 // waitSettled waits until the pool of podgate pg in ns has done all its
 // work: n idle pods, each Ready with its exec streams prepared, none
-// starting, none claimed, and no pod of ns being deleted. It polls, because
+// starting, exactly held claimed (the caller's own connections), and no
+// pod of ns being deleted. It polls, because
 // podgate is another process whose /metrics is the thing to watch; the pod
 // list is read at most every 50 ms, and only in the benchmark.
-func (r *Runner) waitSettled(ctx context.Context, pg *podgate, ns string, n int, limit time.Duration) error {
+func (r *Runner) waitSettled(ctx context.Context, pg *podgate, ns string, n, held int, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
-		if settledMetrics(ctx, pg, n) {
+		if settledMetrics(ctx, pg, n, held) {
 			pods, err := r.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 			if err == nil && !anyDeleting(pods.Items) {
 				return nil
@@ -203,14 +204,15 @@ func (r *Runner) waitSettled(ctx context.Context, pg *podgate, ns string, n int,
 }
 
 // settledMetrics reports whether podgate's own gauges show a full pool with
-// nothing starting or claimed and every idle pod's streams prepared.
-func settledMetrics(ctx context.Context, pg *podgate, n int) bool {
+// nothing starting, exactly held pods claimed and every idle pod's streams
+// prepared.
+func settledMetrics(ctx context.Context, pg *podgate, n, held int) bool {
 	m, err := pg.Scrape(ctx)
 	if err != nil {
 		return false
 	}
 	state := func(s string) float64 { return m.Value("podgate_pool_pods", "profile", "default", "state", s) }
-	return int(state("idle")) >= n && state("warming") == 0 && state("claimed") == 0 &&
+	return int(state("idle")) >= n && state("warming") == 0 && int(state("claimed")) == held &&
 		int(m.Value("podgate_pool_prepared_pods")) >= n
 }
 

@@ -175,9 +175,9 @@ func (r *Runner) Warm(ctx context.Context, c Config) (WarmRuns, error) {
 			return out, err
 		}
 		r.Progress.Step(fmt.Sprintf("%s sequential (%d, shell %s)", v.label, v.n, v.shell), v.n)
-		gate := func() error { return r.waitSettled(ctx, pg, ns, c.WarmPool, 2*time.Minute) }
+		gate := func() error { return r.waitSettled(ctx, pg, ns, c.WarmPool, 0, 2*time.Minute) }
 		if v.busy {
-			if err := r.waitSettled(ctx, pg, ns, c.WarmPool, 2*time.Minute); err != nil {
+			if err := r.waitSettled(ctx, pg, ns, c.WarmPool, 0, 2*time.Minute); err != nil {
 				pg.stop()
 				return out, err
 			}
@@ -232,7 +232,7 @@ func (r *Runner) Sweep(ctx context.Context, c Config) ([]Run, error) {
 		warmUp := time.Since(warmStart)
 		// Every idle pod's streams prepared, as a user arriving at a
 		// warm pool finds them; then the rate limiter's bucket refilled.
-		if err := r.waitSettled(ctx, pg, ns, c.Burst, 2*time.Minute); err != nil {
+		if err := r.waitSettled(ctx, pg, ns, c.Burst, 0, 2*time.Minute); err != nil {
 			pg.stop()
 			return runs, err
 		}

@@ -65,6 +65,12 @@ func (r *Runner) Throughput(ctx context.Context, c Config) ([]Transfer, error) {
 		return nil, err
 	}
 	defer conn.Close()
+	// The connection's claim starts a replacement pod; the transfers wait
+	// until it is Ready and nothing else starts or stops, so that they
+	// measure the stream and not a pod start sharing the CPUs.
+	if err := r.waitSettled(ctx, pg, ns, 1, 1, 2*time.Minute); err != nil {
+		return nil, err
+	}
 	want := payloadSum(size, 1)
 	out := []Transfer{catTransfer(conn, size, want)}
 	r.Progress.Add(1, 1)
