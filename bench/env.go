@@ -182,9 +182,9 @@ func (p *podgate) waitIdle(ctx context.Context, n int, limit time.Duration) erro
 // waitSettled waits until the pool of podgate pg in ns has done all its
 // work: n idle pods, each Ready with its exec streams prepared, none
 // starting, exactly held claimed (the caller's own connections), and no
-// pod of ns being deleted. It polls, because
-// podgate is another process whose /metrics is the thing to watch; the pod
-// list is read at most every 50 ms, and only in the benchmark.
+// pod of ns being deleted. It polls, because podgate is another process
+// whose /metrics is the thing to watch; the pod list is read at most every
+// 50 ms, and only in the benchmark.
 func (r *Runner) waitSettled(ctx context.Context, pg *podgate, ns string, n, held int, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()

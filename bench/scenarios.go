@@ -86,7 +86,8 @@ type Run struct {
 	// holding Burst idle pods: the node's pod start rate at its best.
 	WarmUp time.Duration
 	// CPU, for a burst, is the CPU time every process on this machine
-	// used from the start of the burst until all were in (CPUWall).
+	// used from the start of the burst until every attach (prompt and
+	// echo) had ended (CPUWall).
 	CPU     []CPUUse
 	CPUWall time.Duration
 }

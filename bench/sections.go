@@ -54,9 +54,13 @@ func targets(b *strings.Builder, res *Results) {
 			p("| … every user in | %d of %d | %d of %d (all in after %s) | %s |", len(r.Samples), len(r.Samples), s.Count, len(r.Samples), fms(allIn(r)), verdict(in))
 			p("| … client-side throttling waits (> 1 ms) | 0 | %.0f (total %s) | %s |", r.Throttled, fms(r.ThrottleWait), verdict(r.Throttled == 0))
 			if s.P90 > time.Second {
-				bounds = append(bounds, fmt.Sprintf("Burst: at %s podgate's phases have p50/p99 handshake %s/%s, claim %s/%s and exec start %s/%s, and no request waited on a rate limiter. %s",
+				throttled := "no request waited on a rate limiter"
+				if r.Throttled > 0 {
+					throttled = fmt.Sprintf("%.0f requests waited %s in all on the client-side rate limiter", r.Throttled, fms(r.ThrottleWait))
+				}
+				bounds = append(bounds, fmt.Sprintf("Burst: at %s podgate's phases have p50/p99 handshake %s/%s, claim %s/%s and exec start %s/%s, and %s. %s",
 					r.QPS, fsec(phaseP50(r, "handshake")), fsec(phaseQ(r, "handshake")), fsec(phaseP50(r, "claim")), fsec(phaseQ(r, "claim")),
-					fsec(phaseP50(r, "exec_start")), fsec(phaseQ(r, "exec_start")), cpuSentence(r, res.Meta.CPUs)))
+					fsec(phaseP50(r, "exec_start")), fsec(phaseQ(r, "exec_start")), throttled, cpuSentence(r, res.Meta.CPUs)))
 			}
 		}
 		for _, r := range res.Sweep {
@@ -156,7 +160,7 @@ func sweep(b *strings.Builder, res *Results) {
 		runTable(b, r)
 		if len(r.CPU) > 0 {
 			p("")
-			p("CPU time used on this machine from the start of the burst until all were in (%s), by process name: %s. (Processes that started and ended within the burst, such as runc, are not counted.)", fms(r.CPUWall), topCPU(r.CPU, 12))
+			p("CPU time used on this machine while the burst ran (%s, until every connection had its prompt and its `echo ok`), by process name: %s. (Processes that started and ended within the burst, such as runc, are not counted.)", fms(r.CPUWall), topCPU(r.CPU, 12))
 		}
 	}
 }
@@ -276,7 +280,7 @@ func cpuSentence(r Run, cpus int) string {
 	if used < 0.85*avail {
 		verdict = "so the CPUs were not saturated and part of the time went to waits"
 	}
-	return fmt.Sprintf("From the first connection until all were in (%s), the processes on this machine used %.1f of the %.1f CPU-seconds its %d CPUs had (%.0f %%), %s. The most: %s.",
+	return fmt.Sprintf("While the burst ran (%s, until every connection had its prompt and its `echo ok`), the processes on this machine used %.1f of the %.1f CPU-seconds its %d CPUs had (%.0f %%), %s. The most: %s.",
 		fms(r.CPUWall), used, avail, cpus, 100*used/avail, verdict, topCPU(r.CPU, 8))
 }
 

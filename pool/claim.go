@@ -379,7 +379,7 @@ func (p *Pool) Release(ctx context.Context, pod *scheduler.Pod) error {
 			*s = nil
 		}
 	}
-	err := p.deletePod(ctx, pod.Ref.Name, types.UID(pod.UID))
+	err := p.deletePod(ctx, pod.Ref.Name, types.UID(pod.UID), "")
 	if err == nil {
 		return nil
 	}
@@ -393,13 +393,15 @@ func (p *Pool) Release(ctx context.Context, pod *scheduler.Pod) error {
 	return errors.Join(err, perr)
 }
 
-// deletePod deletes a pod if it still has the given UID. A pod already gone
-// is not an error.
-func (p *Pool) deletePod(ctx context.Context, name string, uid types.UID) error {
+// deletePod deletes a pod if it still has the given UID and, when rv is
+// set, is unchanged since that resourceVersion. A pod already gone is not
+// an error, nor is a UID conflict (another pod of that name now); a
+// resourceVersion conflict is returned, as the pod is still there.
+func (p *Pool) deletePod(ctx context.Context, name string, uid types.UID, rv string) error {
 	err := p.client.CoreV1().Pods(p.opts.Namespace).Delete(ctx, name, metav1.DeleteOptions{
-		Preconditions: &metav1.Preconditions{UID: &uid},
+		Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: ptrOrNil(rv)},
 	})
-	if err == nil || apierrors.IsNotFound(err) || (apierrors.IsConflict(err) && uid != "") {
+	if err == nil || apierrors.IsNotFound(err) || (apierrors.IsConflict(err) && uid != "" && rv == "") {
 		return nil
 	}
 	return fmt.Errorf("deleting pod %q: %w", name, err)
@@ -413,7 +415,7 @@ func (p *Pool) deleteInBackground(name string, uid types.UID) {
 		defer p.bg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := p.deletePod(ctx, name, uid); err != nil {
+		if err := p.deletePod(ctx, name, uid, ""); err != nil {
 			p.log.Warn("deleting pod", "pod", name, "err", err)
 		}
 	}()

@@ -330,18 +330,14 @@ func (p *Pool) deleteAsLeader(ctx context.Context, pod *corev1.Pod, why string) 
 	p.bg.Add(1)
 	go func() {
 		defer p.bg.Done()
-		err := p.client.CoreV1().Pods(p.opts.Namespace).Delete(ctx, name, metav1.DeleteOptions{
-			Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: ptrOrNil(rv)},
-		})
+		err := p.deletePod(ctx, name, uid, rv)
 		switch {
-		case err == nil || apierrors.IsNotFound(err):
+		case err == nil:
 			return
-		case apierrors.IsConflict(err) && rv != "":
-			p.log.Info("not deleting pod: it changed since", "pod", name, "reason", why)
 		case apierrors.IsConflict(err):
-			return // another pod of that name now
+			p.log.Info("not deleting pod: it changed since", "pod", name, "reason", why)
 		default:
-			p.log.Warn("deleting pod", "pod", name, "err", err)
+			p.log.Warn("deleting pod", "err", err)
 		}
 		p.mu.Lock()
 		delete(p.deleting, name)
