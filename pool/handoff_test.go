@@ -164,10 +164,11 @@ func TestHandoffGoesToLongestWaiter(t *testing.T) {
 	cs := namingClientset()
 	p := newUnitPool(t, cs, prof)
 	first, failed := waitCold(t, p, cs)
+	waitQueued(t, p, prof.Name, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	later := make(chan *scheduler.Pod, 4)
-	for _, user := range []string{"bob", "carol", "dave", "erin"} {
+	for i, user := range []string{"bob", "carol", "dave", "erin"} {
 		w, err := cs.CoreV1().Pods(testNS).Watch(context.Background(), metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -178,14 +179,16 @@ func TestHandoffGoesToLongestWaiter(t *testing.T) {
 				later <- pod
 			}
 		}()
-		// Each waiter's cold pod exists before the next one starts, so
-		// the queue order is known.
+		// Each waiter is queued before the next one starts, so the
+		// queue order is known. (A waiter joins the queue once its
+		// pod's creation has returned, which the watch may show first.)
 		for ev := range w.ResultChan() {
 			if pod, ok := ev.Object.(*corev1.Pod); ok && pod.Annotations[AnnUser] == user {
 				break
 			}
 		}
 		w.Stop()
+		waitQueued(t, p, prof.Name, i+2)
 	}
 	if _, err := cs.CoreV1().Pods(testNS).Create(context.Background(), idleReadyPod("warm", prof), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -201,5 +204,24 @@ func TestHandoffGoesToLongestWaiter(t *testing.T) {
 		t.Fatalf("Create: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("no waiter took the idle pod")
+	}
+}
+
+// waitQueued waits until n users wait in profile's cold-pod queue. The
+// queue has no event to wait on, so it is polled, briefly.
+func waitQueued(t *testing.T, p *Pool, profile string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p.mu.Lock()
+		got := len(p.coldQueue[profile])
+		p.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d users queued for a cold pod, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
