@@ -152,9 +152,25 @@ func (p *Pool) reserve(name string) bool {
 	if _, t := p.taken[name]; t {
 		return false
 	}
-	p.taken[name] = struct{}{}
+	p.taken[name] = claimReserved
 	return true
 }
+
+// claimProgress is how far a claim by this replica has got, as far as the
+// pod's taken entry is concerned.
+type claimProgress uint8
+
+const (
+	// claimReserved: the claim PATCH is in flight and the watch has not
+	// yet shown the pod claimed.
+	claimReserved claimProgress = iota
+	// claimSeen: the watch showed this replica's claim before the PATCH
+	// returned; the pod keeps its streams for claimed.
+	claimSeen
+	// claimWon: the PATCH returned and the watch has not yet shown the
+	// claim; the pod stays out of the candidates until it does.
+	claimWon
+)
 
 func (p *Pool) unreserve(name string) {
 	p.mu.Lock()
@@ -174,6 +190,15 @@ func (p *Pool) claimed(prof *profile.Profile, pod *corev1.Pod, warm bool) *sched
 	p.mu.Lock()
 	s := p.prepared[pod.Name]
 	delete(p.prepared, pod.Name)
+	// The pod stays taken until the cache shows it claimed, so that no
+	// local claimer tries it meanwhile; if the watch already has, the
+	// entry has done its job. A cold pod, created claimed, has none.
+	switch pr, ok := p.taken[pod.Name]; {
+	case ok && pr == claimSeen:
+		delete(p.taken, pod.Name)
+	case ok:
+		p.taken[pod.Name] = claimWon
+	}
 	p.mu.Unlock()
 	if s != nil {
 		if s.uid == out.UID {

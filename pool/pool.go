@@ -152,8 +152,9 @@ type Pool struct {
 	deleting map[string]struct{}
 	// taken holds pods this replica is claiming or has claimed, until the
 	// informer shows them no longer idle, so local claimers never race
-	// each other for one pod.
-	taken map[string]struct{}
+	// each other for one pod. The value records how far the claim and
+	// the watch have got; see claimProgress.
+	taken map[string]claimProgress
 	// pending counts, per profile, idle pods being created (or created
 	// but not yet in the cache), keyed by pod name once known.
 	pending map[string]map[string]time.Time
@@ -231,7 +232,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		ready:      make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		prepQueue:  workqueue.NewTyped[string](),
-		taken:      map[string]struct{}{},
+		taken:      map[string]claimProgress{},
 		pending:    map[string]map[string]time.Time{},
 		creating:   map[string]int{},
 		waiters:    map[string]chan struct{}{},
@@ -355,13 +356,15 @@ func (p *Pool) onPod(pod *corev1.Pod, counted bool) {
 	var toClose *streams
 	p.mu.Lock()
 	if state != StateIdle {
-		_, claiming := p.taken[pod.Name]
-		delete(p.taken, pod.Name)
 		// The watch often delivers this replica's own claim before the
-		// PATCH response reaches claimIdle: the streams then stay for
-		// claimed to hand over. Closing them here sent every other user
-		// through a fresh exec, 60-90 ms slower on this node.
-		if !claiming || pod.Labels[LabelOwner] != p.opts.ReplicaID {
+		// PATCH response reaches claimIdle: the pod then stays taken and
+		// keeps its streams for claimed to hand over, however many
+		// events arrive meanwhile. Closing them here sent every other
+		// user through a fresh exec, 60-90 ms slower on this node.
+		if pr, ok := p.taken[pod.Name]; ok && pr != claimWon && pod.Labels[LabelOwner] == p.opts.ReplicaID {
+			p.taken[pod.Name] = claimSeen
+		} else {
+			delete(p.taken, pod.Name)
 			toClose = p.dropStreamsLocked(pod.Name)
 		}
 	}

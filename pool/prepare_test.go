@@ -36,20 +36,23 @@ func giveStreams(p *Pool, name string) (tty, plain *fakePrepared) {
 }
 
 // TestClaimKeepsStreamsWhenWatchIsFirst: the watch often delivers this
-// replica's own claim before the PATCH response does. The pod's prepared
-// streams must still reach the claimer, unclosed; closing them sent about
-// half the logins of the warm benchmark through a fresh exec.
+// replica's own claim before the PATCH response does, sometimes in more
+// than one event. The pod's prepared streams must still reach the claimer,
+// unclosed; closing them sent about half the logins of the warm benchmark
+// through a fresh exec.
 func TestClaimKeepsStreamsWhenWatchIsFirst(t *testing.T) {
 	prof := unitProfile(t)
 	a := idleReadyPod("a", prof)
 	cs := fake.NewClientset(a)
 	var p *Pool
 	cs.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-		// The event handler sees the claim while the PATCH is in flight.
+		// The event handler sees the claim, then a later update of the
+		// claimed pod, while the PATCH is in flight.
 		claimed := a.DeepCopy()
 		claimed.Labels[LabelState] = StateClaimed
 		claimed.Labels[LabelOwner] = "r1"
 		p.onPod(claimed, true)
+		p.onPod(claimed.DeepCopy(), true)
 		return false, nil, nil
 	})
 	p = newUnitPool(t, cs, prof)
@@ -63,6 +66,40 @@ func TestClaimKeepsStreamsWhenWatchIsFirst(t *testing.T) {
 	}
 	if tty.closed.Load() || plain.closed.Load() {
 		t.Errorf("prepared streams closed (tty %t, plain %t) although this replica claimed the pod", tty.closed.Load(), plain.closed.Load())
+	}
+	p.mu.Lock()
+	_, stillTaken := p.taken["a"]
+	p.mu.Unlock()
+	if stillTaken {
+		t.Error("pod a is still taken after the watch showed the claim and the PATCH returned")
+	}
+}
+
+// TestClaimedPodStaysTakenUntilWatchShowsIt: when the PATCH returns before
+// the watch shows the claim, the cache still lists the pod as idle, so it
+// must stay out of the candidates until the watch catches up.
+func TestClaimedPodStaysTakenUntilWatchShowsIt(t *testing.T) {
+	prof := unitProfile(t)
+	a := idleReadyPod("a", prof)
+	p := newUnitPool(t, fake.NewClientset(a), prof)
+	if !p.reserve("a") {
+		t.Fatal("reserving a failed")
+	}
+	p.claimed(prof, a, true)
+	for _, c := range p.candidates(prof) {
+		if c.Name == "a" {
+			t.Fatal("pod a, claimed but not yet seen claimed by the watch, is a candidate again")
+		}
+	}
+	claimed := a.DeepCopy()
+	claimed.Labels[LabelState] = StateClaimed
+	claimed.Labels[LabelOwner] = "r1"
+	p.onPod(claimed, true)
+	p.mu.Lock()
+	_, stillTaken := p.taken["a"]
+	p.mu.Unlock()
+	if stillTaken {
+		t.Error("pod a is still taken after the watch showed the claim")
 	}
 }
 
