@@ -170,8 +170,9 @@ func sweepPlot(res *Results) *plot.Plot {
 // sustainedPlot shows the hit ratio per window and podgate's idle pods.
 func sustainedPlot(res *Results) *plot.Plot {
 	s := res.Sustained
-	p := newPlot(fmt.Sprintf("Sustained %.0f arrivals/s: hit ratio per %v window and idle pods", res.Config.Rate, binWidth),
-		"seconds since the start", "hit ratio (%) / idle pods")
+	p := newPlot(fmt.Sprintf("Sustained %.0f arrivals/s: hit ratio per %v window and the pool", res.Config.Rate, binWidth),
+		"seconds since the start", "hit ratio (%) / pods")
+	top := 100.0
 	var hr plotter.XYs
 	for _, b := range s.Bins {
 		if n := b.Hits + b.Misses + b.Errors; n > 0 {
@@ -186,26 +187,35 @@ func sustainedPlot(res *Results) *plot.Plot {
 		p.Add(l, pts)
 		p.Legend.Add("hit ratio of arrivals in the window (%)", l, pts)
 	}
-	var idle plotter.XYs
-	for _, pt := range s.Server {
-		idle = append(idle, plotter.XY{X: pt.At.Seconds(), Y: pt.Idle})
-	}
-	if len(idle) > 0 {
-		l, _ := plotter.NewLine(idle)
-		style(l, 1)
-		l.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
-		p.Add(l)
-		p.Legend.Add("idle pods (podgate_pool_pods)", l)
+	for i, series := range []struct {
+		name string
+		v    func(ServerPoint) float64
+	}{
+		{"idle Ready pods (podgate_pool_pods)", func(pt ServerPoint) float64 { return pt.Idle }},
+		{"idle pods starting", func(pt ServerPoint) float64 { return pt.Warming }},
+		{"idle target (podgate_pool_target)", func(pt ServerPoint) float64 { return pt.Target }},
+	} {
+		var xy plotter.XYs
+		for _, pt := range s.Server {
+			xy = append(xy, plotter.XY{X: pt.At.Seconds(), Y: series.v(pt)})
+			top = max(top, series.v(pt))
+		}
+		if len(xy) > 0 {
+			l, _ := plotter.NewLine(xy)
+			style(l, i+1)
+			l.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
+			p.Add(l)
+			p.Legend.Add(series.name, l)
+		}
 	}
 	target, _ := plotter.NewLine(plotter.XYs{{X: 0, Y: 99}, {X: res.Config.For.Seconds(), Y: 99}})
 	target.Color = color.Gray{Y: 120}
 	target.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
 	p.Add(target)
 	p.Legend.Add("target 99 %", target)
-	p.Y.Min, p.Y.Max = 0, 125
+	// Headroom above the highest line keeps the legend (top right)
+	// clear of the lines.
+	p.Y.Min, p.Y.Max = 0, 1.6*top
 	p.Legend.Top = true
-	p.Legend.Left = false
-	p.Legend.YOffs = vg.Points(20)
-	p.Legend.XOffs = -vg.Points(10)
 	return p
 }

@@ -33,7 +33,9 @@ type Bin struct {
 type ServerPoint struct {
 	At                 time.Duration
 	Hits, Misses, Idle float64
-	ConnectionsActive  float64
+	// Warming are idle pods still starting, Target the pool's idle target.
+	Warming, Target   float64
+	ConnectionsActive float64
 }
 
 // binWidth is the width of the sustained run's hit ratio windows.
@@ -85,6 +87,8 @@ func (r *Runner) Sustained(ctx context.Context, c Config) (Sustained, error) {
 					Hits:              counter(m, "podgate_claims_total", "result", "hit"),
 					Misses:            counter(m, "podgate_claims_total", "result", "miss"),
 					Idle:              m.Value("podgate_pool_pods", "profile", "default", "state", "idle"),
+					Warming:           m.Value("podgate_pool_pods", "profile", "default", "state", "warming"),
+					Target:            m.Value("podgate_pool_target", "profile", "default"),
 					ConnectionsActive: m.Value("podgate_connections_active")})
 				r.Progress.Add(1, 1)
 			}

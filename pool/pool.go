@@ -175,10 +175,11 @@ type Pool struct {
 	prepared map[string]*streams
 	health   map[string]*health
 	sizers   map[string]*sizer
-	// failedUIDs and coldUIDs remember pods already counted as a failure
-	// or a miss.
+	// failedUIDs remembers pods already counted as a failure; claimUIDs
+	// and startSeen are the demand observations (see observeDemandLocked).
 	failedUIDs map[string]struct{}
-	coldUIDs   map[types.UID]struct{}
+	claimUIDs  map[types.UID]struct{}
+	startSeen  map[types.UID]time.Time
 	// abandoned holds claims of unknown outcome by pod name; see
 	// settleAbandoned.
 	abandoned map[string]abandonedClaim
@@ -244,7 +245,8 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		health:     map[string]*health{},
 		sizers:     map[string]*sizer{},
 		failedUIDs: map[string]struct{}{},
-		coldUIDs:   map[types.UID]struct{}{},
+		claimUIDs:  map[types.UID]struct{}{},
+		startSeen:  map[types.UID]time.Time{},
 		abandoned:  map[string]abandonedClaim{},
 	}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -385,16 +387,7 @@ func (p *Pool) onPod(pod *corev1.Pod, counted bool) {
 		} else if f, bad := podFailure(pod); bad {
 			p.recordFailureLocked(prof.Profile, pod, f, now)
 		}
-		if pod.Annotations[AnnCold] == "true" {
-			// A cold pod is a miss; only its first sighting counts, and
-			// pods listed at start-up are old news.
-			if _, seen := p.coldUIDs[pod.UID]; !seen {
-				p.coldUIDs[pod.UID] = struct{}{}
-				if counted {
-					p.sizerLocked(prof.Profile, now).miss(now)
-				}
-			}
-		}
+		p.observeDemandLocked(prof.Profile, pod, counted, now)
 	}
 	if at, ok := p.recycled[pod.Name]; ok && podReady(pod) && prof.Profile != nil {
 		delete(p.recycled, pod.Name)
@@ -428,7 +421,7 @@ func (p *Pool) onPodDeleted(o any) {
 	delete(p.taken, pod.Name)
 	delete(p.deleting, pod.Name)
 	delete(p.failedUIDs, string(pod.UID))
-	delete(p.coldUIDs, pod.UID)
+	p.forgetDemandLocked(pod.UID)
 	delete(p.recycled, pod.Name)
 	toClose := p.dropStreamsLocked(pod.Name)
 	if ch, ok := p.waiters[pod.Name]; ok {
@@ -469,21 +462,6 @@ func (p *Pool) recordFailureLocked(prof *profile.Profile, pod *corev1.Pod, f fai
 	p.metrics.createFailures.WithLabelValues(prof.Name, f.Reason).Inc()
 	p.metrics.degraded.WithLabelValues(prof.Name).Set(1)
 	p.log.Warn("pod cannot start", "profile", prof.Name, "pod", pod.Name, "reason", f.Reason, "detail", failureDetail(pod))
-}
-
-// sizerLocked returns the profile's sizer with its current bounds.
-func (p *Pool) sizerLocked(prof *profile.Profile, now time.Time) *sizer {
-	s := p.sizers[prof.Name]
-	if s == nil {
-		s = newSizer(prof.PoolMin, prof.PoolMax, now)
-		p.sizers[prof.Name] = s
-	}
-	hi := prof.PoolMax
-	if prof.NoGrow {
-		hi = prof.PoolMin
-	}
-	s.setBounds(prof.PoolMin, hi)
-	return s
 }
 
 // cachedPod returns the informer's copy of a pod; callers must not modify it.

@@ -1,19 +1,60 @@
 package pool
 
-import "time"
+import (
+	"math"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/podgate/podgate/pool/profile"
+)
+
+// Demand model. The pool needs enough idle pods to cover the claims that
+// arrive while a replacement starts: rate × start time. Growing on misses
+// alone overshoots under sustained load: every miss raised the target by
+// one whatever the demand, so a node that fell behind was asked for ever
+// more pods, which started ever more slowly (44 s per pod at 3 logins/s on
+// a 2-CPU node, with the target climbing to the pool max), and no later
+// user found an idle pod. A miss now raises the target only up to a
+// ceiling taken from the claims seen recently and how long pods took to
+// start.
+const (
+	// rateWindow is how far back claims count towards the claim rate.
+	rateWindow = 30 * time.Second
+	// rateFloor is the shortest span a rate is taken over, so that a
+	// handful of claims at once is not read as an endless stream.
+	rateFloor = 5 * time.Second
+	// startSamples is how many recent pod starts the start time is the
+	// median of.
+	startSamples = 15
+	// defaultStart stands in for the start time until a pod has been seen
+	// starting.
+	defaultStart = 2 * time.Second
+	// headroom multiplies rate × start time, so that random arrivals
+	// (which bunch up) still find a pod in all but rare cases.
+	headroom = 2
+)
 
 // sizer decides a profile's idle target between its pool min and max.
 //
 // Rule: every miss (a user who had to wait for a cold pod) raises the target
-// by one, so the next user finds a warm pod; after shrinkAfter without a
-// miss, the target drops by one, and again after every further shrinkAfter,
-// back down to min. Growth is fast and shrinking slow, because a miss costs a
-// user seconds while an idle pod costs only a little memory.
+// by one, so the next user finds a warm pod, up to the demand ceiling (see
+// ceiling); after shrinkAfter without a miss, the target drops by one, and
+// again after every further shrinkAfter, back down to min. Growth is fast
+// and shrinking slow, because a miss costs a user seconds while an idle pod
+// costs only a little memory.
 type sizer struct {
 	lo, hi int
 	target int
 	// lastChange is the last miss or shrink; shrinking counts from it.
 	lastChange time.Time
+	// claims are when claims (hits and misses) were seen within
+	// rateWindow, oldest first.
+	claims []time.Time
+	// starts are the last startSamples pod start times.
+	starts []time.Duration
 }
 
 // newSizer starts at the lower bound.
@@ -27,10 +68,53 @@ func (s *sizer) setBounds(lo, hi int) {
 	s.target = max(lo, min(s.target, hi))
 }
 
-// miss grows the target.
+// hit records a claim that found an idle pod.
+func (s *sizer) hit(now time.Time) {
+	s.claims = append(s.claims, now)
+}
+
+// miss records a claim that found none, and grows the target up to the
+// demand ceiling.
 func (s *sizer) miss(now time.Time) {
-	s.target = min(s.target+1, s.hi)
+	s.claims = append(s.claims, now)
+	s.target = max(s.target, min(s.target+1, s.ceiling(now)))
 	s.lastChange = now
+}
+
+// started records how long a pod took from its first sighting to Ready.
+func (s *sizer) started(d time.Duration) {
+	if len(s.starts) == startSamples {
+		s.starts = s.starts[1:]
+	}
+	s.starts = append(s.starts, d)
+}
+
+// ceiling is the most idle pods recent demand calls for: the pool min plus
+// headroom × the claim rate over the last rateWindow × the median start
+// time, within the bounds.
+func (s *sizer) ceiling(now time.Time) int {
+	i := 0
+	for i < len(s.claims) && now.Sub(s.claims[i]) > rateWindow {
+		i++
+	}
+	s.claims = s.claims[i:]
+	if len(s.claims) == 0 {
+		return s.lo
+	}
+	span := max(rateFloor, min(rateWindow, now.Sub(s.claims[0])))
+	rate := float64(len(s.claims)) / span.Seconds()
+	need := int(math.Ceil(rate * s.startTime().Seconds() * headroom))
+	return max(s.lo, min(s.hi, s.lo+need))
+}
+
+// startTime is the median of the recent pod starts.
+func (s *sizer) startTime() time.Duration {
+	if len(s.starts) == 0 {
+		return defaultStart
+	}
+	sorted := slices.Clone(s.starts)
+	slices.Sort(sorted)
+	return sorted[len(sorted)/2]
 }
 
 // tick shrinks the target when demand has been quiet for long enough.
@@ -52,4 +136,60 @@ func (s *sizer) adopt(idle int, now time.Time) {
 		s.target = t
 		s.lastChange = now
 	}
+}
+
+// sizerLocked returns the profile's sizer with its current bounds.
+func (p *Pool) sizerLocked(prof *profile.Profile, now time.Time) *sizer {
+	s := p.sizers[prof.Name]
+	if s == nil {
+		s = newSizer(prof.PoolMin, prof.PoolMax, now)
+		p.sizers[prof.Name] = s
+	}
+	hi := prof.PoolMax
+	if prof.NoGrow {
+		hi = prof.PoolMin
+	}
+	s.setBounds(prof.PoolMin, hi)
+	return s
+}
+
+// observeDemandLocked feeds the profile's sizer from a pod event of the
+// current template: the first sighting of each claim (a miss for a cold
+// pod, a hit otherwise) and how long each pod took from its first sighting
+// to Ready. Every replica sees every claim this way, so the leader sizes
+// the pool from all of them. Pods from the informer's initial list
+// (counted false) are old news and count for neither.
+func (p *Pool) observeDemandLocked(prof *profile.Profile, pod *corev1.Pod, counted bool, now time.Time) {
+	sz := p.sizerLocked(prof, now)
+	switch pod.Labels[LabelState] {
+	case StateClaimed:
+		if _, seen := p.claimUIDs[pod.UID]; !seen {
+			p.claimUIDs[pod.UID] = struct{}{}
+			switch {
+			case !counted:
+			case pod.Annotations[AnnCold] == "true":
+				sz.miss(now)
+			default:
+				sz.hit(now)
+			}
+		}
+	case StateIdle:
+		// A cold pod given to the pool may be claimed again.
+		delete(p.claimUIDs, pod.UID)
+	}
+	at, timing := p.startSeen[pod.UID]
+	switch {
+	case podReady(pod) && timing:
+		sz.started(now.Sub(at))
+		delete(p.startSeen, pod.UID)
+	case !podReady(pod) && !timing && counted && pod.DeletionTimestamp == nil:
+		p.startSeen[pod.UID] = now
+	}
+}
+
+// forgetDemandLocked drops what observeDemandLocked remembers of a pod
+// that is gone.
+func (p *Pool) forgetDemandLocked(uid types.UID) {
+	delete(p.claimUIDs, uid)
+	delete(p.startSeen, uid)
 }

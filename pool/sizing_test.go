@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/kubernetes/fake"
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/podgate/podgate/pool/profile"
 )
 
@@ -31,5 +34,123 @@ func TestSizerNoGrowKeepsTargetAtMin(t *testing.T) {
 	warm.NoGrow = true
 	if got := p.sizerLocked(warm, now).target; got != 0 {
 		t.Errorf("target after NoGrow was set = %d, want 0", got)
+	}
+}
+
+// TestSizerCeilingFollowsDemand: under a steady stream of misses the target
+// stops at what the claim rate and start time call for, instead of
+// climbing by one per miss to the pool max; slower starts call for more.
+func TestSizerCeilingFollowsDemand(t *testing.T) {
+	for _, c := range []struct {
+		start time.Duration
+		want  int
+	}{
+		// 91 claims in the 30 s window (both ends count), 3.03/s;
+		// × 2 s × headroom 2 = 12.1, so 13 above the min of 5.
+		{2 * time.Second, 18},
+		// 3.03/s × 5 s × 2 = 30.3, so 31 above the min.
+		{5 * time.Second, 36},
+	} {
+		now := time.Unix(0, 0)
+		s := newSizer(5, 150, now)
+		for range 5 {
+			s.started(c.start)
+		}
+		// 60 s of 3 misses a second.
+		for i := range 180 {
+			s.miss(now.Add(time.Duration(i) * time.Second / 3))
+		}
+		if s.target != c.want {
+			t.Errorf("start %v: target after 60 s of 3 misses/s = %d, want %d", c.start, s.target, c.want)
+		}
+	}
+}
+
+// TestSizerHitsCountTowardsDemand: hits are demand too. A lone miss in
+// a stream of hits grows the target by one, and only up to the ceiling the
+// whole stream calls for.
+func TestSizerHitsCountTowardsDemand(t *testing.T) {
+	now := time.Unix(0, 0)
+	s := newSizer(0, 100, now)
+	if s.miss(now); s.target != 1 {
+		t.Fatalf("target after a lone miss = %d, want 1", s.target)
+	}
+	for i := range 30 {
+		s.hit(now.Add(time.Duration(i) * time.Second))
+	}
+	// 41 claims over 30 s, 1.37/s: ceiling ceil(1.37 × 2 s × 2) = 6.
+	at := now.Add(30 * time.Second)
+	for range 10 {
+		s.miss(at)
+	}
+	if s.target != 6 {
+		t.Errorf("target after 10 misses at 1.37 claims/s = %d, want 6", s.target)
+	}
+	// Claims older than the window no longer count.
+	if got := s.ceiling(at.Add(2 * rateWindow)); got != 0 {
+		t.Errorf("ceiling after a quiet window = %d, want the min 0", got)
+	}
+}
+
+// TestSizerStartTimeIsRecentMedian: the start time is the median of the
+// last startSamples starts, so one slow start does not move it and old
+// ones age out.
+func TestSizerStartTimeIsRecentMedian(t *testing.T) {
+	s := newSizer(0, 10, time.Unix(0, 0))
+	if got := s.startTime(); got != defaultStart {
+		t.Errorf("start time with no sample = %v, want the default %v", got, defaultStart)
+	}
+	s.started(time.Second)
+	s.started(time.Minute)
+	s.started(time.Second)
+	if got := s.startTime(); got != time.Second {
+		t.Errorf("median of 1s, 1m, 1s = %v, want 1s", got)
+	}
+	for range startSamples {
+		s.started(3 * time.Second)
+	}
+	if got := s.startTime(); got != 3*time.Second {
+		t.Errorf("start time after %d starts of 3s = %v, want 3s", startSamples, got)
+	}
+}
+
+// TestOnPodObservesDemand: the pod events feed the sizer: a claimed pod's
+// first sighting is a hit, a cold one's a miss, a repeat sighting nothing,
+// and a pod's start is timed from its first sighting to Ready. Pods from
+// the initial list count for neither.
+func TestOnPodObservesDemand(t *testing.T) {
+	prof, err := profile.FromConfig(profile.DefaultProfileConfig{Image: "img", PoolMin: 2, PoolMax: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newUnitPool(t, fake.NewClientset(), prof)
+	clk := p.clock.(*clocktesting.FakeClock)
+	sz := func() *sizer { p.mu.Lock(); defer p.mu.Unlock(); return p.sizerLocked(prof, clk.Now()) }
+
+	starting := idleReadyPod("s", prof)
+	starting.Status.Conditions = nil
+	p.onPod(starting, true)
+	clk.Step(1500 * time.Millisecond)
+	p.onPod(idleReadyPod("s", prof), true)
+	if got := sz().starts; len(got) != 1 || got[0] != 1500*time.Millisecond {
+		t.Errorf("starts after a pod took 1.5 s = %v, want [1.5s]", got)
+	}
+
+	hit := idleReadyPod("h", prof)
+	hit.Labels[LabelState] = StateClaimed
+	p.onPod(hit, true)
+	p.onPod(hit.DeepCopy(), true)
+	cold := idleReadyPod("c", prof)
+	cold.Labels[LabelState] = StateClaimed
+	cold.Annotations = map[string]string{AnnCold: "true"}
+	p.onPod(cold, true)
+	old := idleReadyPod("o", prof)
+	old.Labels[LabelState] = StateClaimed
+	p.onPod(old, false)
+	if got := len(sz().claims); got != 2 {
+		t.Errorf("claims seen = %d, want 2 (one hit, one miss)", got)
+	}
+	if got := sz().target; got != prof.PoolMin+1 {
+		t.Errorf("target after one miss = %d, want %d", got, prof.PoolMin+1)
 	}
 }
