@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"time"
 
@@ -270,7 +269,9 @@ func (p *Pool) newPod(prof *profile.Profile, state string, c *scheduler.Claim, n
 // Create makes a pod claimed from birth and waits for it through the
 // informer; see scheduler.Pools. Should an idle pod of the profile turn
 // Ready first, the waiter takes that one instead and its own pod joins the
-// pool (see handoff).
+// pool (see handoff). While MaxStarting pods of the profile are starting,
+// the waiter queues without a pod of its own until a slot frees or a pod
+// turns Ready for it (see starting.go).
 func (p *Pool) Create(ctx context.Context, name string, c scheduler.Claim, progress func(scheduler.WaitState)) (*scheduler.Pod, error) {
 	if err := p.waitReady(ctx); err != nil {
 		return nil, err
@@ -292,76 +293,65 @@ func (p *Pool) Create(ctx context.Context, name string, c scheduler.Claim, progr
 		p.mu.Unlock()
 		return nil, refusal(prof.Name, f)
 	}
+	// The waiter queues at once, so that its place is kept whether it
+	// creates a pod now or waits for a start slot.
+	w := &coldWait{pool: p, prof: prof, key: p.podlessKeyLocked(), ch: make(chan struct{}, 1)}
+	p.coldQueue[prof.Name] = append(p.coldQueue[prof.Name], w.key)
 	p.mu.Unlock()
-
-	created, err := p.client.CoreV1().Pods(p.opts.Namespace).Create(ctx, p.newPod(prof, StateClaimed, &c, now), metav1.CreateOptions{})
-	if err != nil {
-		return nil, p.createError(prof, err)
-	}
-	ready := false
-	defer func() {
-		if !ready {
-			p.deleteInBackground(created.Name, created.UID)
-		}
-	}()
-	ch := make(chan struct{}, 1)
-	p.mu.Lock()
-	p.waiters[created.Name] = ch
-	p.coldQueue[prof.Name] = append(p.coldQueue[prof.Name], created.Name)
-	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		delete(p.waiters, created.Name)
-		p.coldQueue[prof.Name] = slices.DeleteFunc(p.coldQueue[prof.Name], func(n string) bool { return n == created.Name })
-		if len(p.coldQueue[prof.Name]) == 0 {
-			delete(p.coldQueue, prof.Name)
-		}
-		// The waiters behind this one moved up: an idle pod they were
-		// too far back for may now be theirs.
-		p.signalIdleReadyLocked(prof.Name)
-		p.mu.Unlock()
-	}()
+	defer w.done()
 
 	timer := p.clock.NewTimer(prof.MaxWait)
 	defer timer.Stop()
-	seen, lastPhase := false, ""
+	lastPhase := ""
 	for {
-		// Taken before the cache is read, so that an idle pod that turns
-		// Ready after the read still wakes this loop.
+		// Taken before the cache is read, so that a pod that turns
+		// Ready (or a slot that frees) after the read still wakes this
+		// loop.
 		idle := p.idleReadySignal(prof.Name)
-		cur, ok := p.cachedPod(created.Name)
-		switch {
-		case ok && cur.UID == created.UID:
-			seen = true
-			if podReady(cur) {
-				ready = true
-				p.metrics.podStart.WithLabelValues(prof.Name).Observe(p.clock.Since(now).Seconds())
-				return p.claimed(prof, cur, false), nil
+		if w.created != nil {
+			cur, ok := p.cachedPod(w.created.Name)
+			switch {
+			case ok && cur.UID == w.created.UID:
+				w.seen()
+				if podReady(cur) {
+					w.ready = true
+					p.metrics.podStart.WithLabelValues(prof.Name).Observe(p.clock.Since(w.at).Seconds())
+					return p.claimed(prof, cur, false), nil
+				}
+				if f, bad := podFailure(cur); bad {
+					p.mu.Lock()
+					p.recordFailureLocked(prof, cur, f, p.clock.Now())
+					p.mu.Unlock()
+					return nil, refusal(prof.Name, f)
+				}
+				if ph := waitPhase(cur); ph != lastPhase && progress != nil {
+					lastPhase = ph
+					progress(scheduler.WaitState{Phase: ph})
+				}
+			case w.wasSeen:
+				return nil, fmt.Errorf("waiting for pod %q: %w", w.created.Name, scheduler.ErrPodGone)
 			}
-			if f, bad := podFailure(cur); bad {
-				p.mu.Lock()
-				p.recordFailureLocked(prof, cur, f, p.clock.Now())
-				p.mu.Unlock()
-				return nil, refusal(prof.Name, f)
-			}
-			if ph := waitPhase(cur); ph != lastPhase && progress != nil {
-				lastPhase = ph
-				progress(scheduler.WaitState{Phase: ph})
-			}
-		case seen:
-			return nil, fmt.Errorf("waiting for pod %q: %w", created.Name, scheduler.ErrPodGone)
 		}
-		if pod, ok := p.handoff(ctx, prof, c, created, now); ok {
-			ready = true // the cold pod joined the pool instead
+		if pod, ok := p.handoff(ctx, prof, c, w.key, w.created, w.at); ok {
+			w.ready = true // the cold pod, if any, joined the pool instead
 			return pod, nil
+		}
+		// Only a waiter no Ready pod is free for takes a start slot.
+		if w.created == nil {
+			if err := w.createIfSlot(ctx, c); err != nil {
+				return nil, err
+			}
+			if w.created != nil {
+				continue // its events may have come before its waiter was registered
+			}
 		}
 		select {
 		case <-idle:
-		case <-ch:
+		case <-w.ch:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for pod %q: %w", created.Name, ctx.Err())
+			return nil, fmt.Errorf("waiting for a pod of profile %q (%s): %w", prof.Name, w.what(), ctx.Err())
 		case <-timer.C():
-			return nil, fmt.Errorf("waiting %s for pod %q: %w", prof.MaxWait, created.Name, scheduler.ErrWaitTimeout)
+			return nil, fmt.Errorf("waiting %s for a pod of profile %q (%s): %w", prof.MaxWait, prof.Name, w.what(), scheduler.ErrWaitTimeout)
 		}
 	}
 }

@@ -43,21 +43,23 @@ func (p *Pool) signalIdleReadyLocked(profile string) {
 	}
 }
 
-// handoff claims an idle Ready pod for a user waiting for own, their cold
-// pod, and gives own to the pool as an idle pod. Idle pods go to the
-// longest waiters: with n idle Ready pods, only the first n waiters in the
-// profile's queue try. It reports false, and changes nothing, when no idle
-// pod could be claimed.
-func (p *Pool) handoff(ctx context.Context, prof *profile.Profile, c scheduler.Claim, own *corev1.Pod, created time.Time) (*scheduler.Pod, bool) {
+// handoff claims an idle Ready pod for a user queued under key, and gives
+// own, their cold pod if they have one yet, to the pool as an idle pod.
+// Idle pods go to the longest waiters: with n idle Ready pods, only the
+// first n waiters in the profile's queue try. It reports false, and
+// changes nothing, when no idle pod could be claimed.
+func (p *Pool) handoff(ctx context.Context, prof *profile.Profile, c scheduler.Claim, key string, own *corev1.Pod, created time.Time) (*scheduler.Pod, bool) {
 	cands := p.candidates(prof)
-	if p.queuePosition(prof.Name, own.Name) >= len(cands) {
+	if p.queuePosition(prof.Name, key) >= len(cands) {
 		return nil, false
 	}
 	pod, err := p.claimIdle(ctx, prof, cands, c, "handoff")
 	if err != nil {
 		return nil, false
 	}
-	p.recycle(own, created)
+	if own != nil {
+		p.recycle(own, created)
+	}
 	return pod, true
 }
 
@@ -101,13 +103,14 @@ func recyclePatch(uid types.UID) ([]byte, error) {
 	}})
 }
 
-// queuePosition is the 0-based place of the cold pod name among those users
-// of profile wait for (past the end when it is not queued).
-func (p *Pool) queuePosition(profile, name string) int {
+// queuePosition is the 0-based place of the waiter queued under key (its
+// cold pod's name, or a key of its own while it has none) among the users
+// of profile waiting (past the end when it is not queued).
+func (p *Pool) queuePosition(profile, key string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	q := p.coldQueue[profile]
-	if i := slices.Index(q, name); i >= 0 {
+	if i := slices.Index(q, key); i >= 0 {
 		return i
 	}
 	return len(q)

@@ -66,6 +66,7 @@ type Options struct {
 	ReadyTimeout         time.Duration // not Ready by then: deleted (default 2m)
 	MaxIdleAge           time.Duration // idle pods older are replaced (default 24h)
 	MaxConcurrentCreates int           // default 10
+	MaxStarting          int           // pods starting at once per profile, default 20; see starting.go
 	PrepareConcurrency   int           // default 4
 	BackoffBase          time.Duration // default 2s
 	BackoffMax           time.Duration // default 2m
@@ -106,6 +107,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.PrepareConcurrency <= 0 {
 		o.PrepareConcurrency = 4
+	}
+	if o.MaxStarting <= 0 {
+		o.MaxStarting = 20
 	}
 }
 
@@ -165,9 +169,15 @@ type Pool struct {
 	// idleReady holds, per profile, the channel closed when an idle pod
 	// turns Ready; see idleReadySignal.
 	idleReady map[string]chan struct{}
-	// coldQueue lists, per profile, the cold pods users wait for, oldest
-	// first, so that handoffs go to the longest waiters.
-	coldQueue map[string][]string
+	// coldQueue lists, per profile, the users waiting in Create, oldest
+	// first, by their cold pod's name or, until they have one, a key of
+	// their own (podlessSeq numbers those), so that handoffs and start
+	// slots go to the longest waiters.
+	coldQueue  map[string][]string
+	podlessSeq uint64
+	// coldUnseen counts, per profile, waiters' pods being created or not
+	// yet in the cache; see startingLocked.
+	coldUnseen map[string]int
 	// recycled holds when each cold pod given to the pool by a handoff was
 	// created, so that its start is still measured when it turns Ready.
 	recycled map[string]time.Time
@@ -239,6 +249,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		waiters:    map[string]chan struct{}{},
 		idleReady:  map[string]chan struct{}{},
 		coldQueue:  map[string][]string{},
+		coldUnseen: map[string]int{},
 		recycled:   map[string]time.Time{},
 		deleting:   map[string]struct{}{},
 		prepared:   map[string]*streams{},
@@ -396,6 +407,8 @@ func (p *Pool) onPod(pod *corev1.Pod, counted bool) {
 	current := state == StateIdle && podReady(pod) && prof.Profile != nil && pod.Labels[LabelHash] == prof.Profile.Hash
 	if current {
 		p.signalIdleReadyLocked(prof.Name)
+	} else {
+		p.signalSlotLocked(pod, false)
 	}
 	wantPrep := p.execer != nil && current && p.prepared[pod.Name] == nil
 	p.mu.Unlock()
@@ -430,6 +443,7 @@ func (p *Pool) onPodDeleted(o any) {
 		default:
 		}
 	}
+	p.signalSlotLocked(pod, true)
 	p.mu.Unlock()
 	if toClose != nil {
 		toClose.close()

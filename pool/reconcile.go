@@ -201,7 +201,7 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, tar
 		}
 		need = min(need, 1-min(warming, 1))
 	}
-	need = min(need, p.opts.MaxConcurrentCreates-p.creating[prof.Name])
+	need = min(need, p.opts.MaxConcurrentCreates-p.creating[prof.Name], p.freeSlotsLocked(prof))
 	// Pods are named here and entered in pending before they are
 	// created, so that the next pass counts them from its snapshot.
 	names := make([]string, 0, max(need, 0))

@@ -133,6 +133,7 @@ type ProfileConfig struct {
 // replicas.
 type PoolConfig struct {
 	MaxCreating   int           `env:"POOL_MAX_CREATING" envDefault:"5" min:"1" desc:"Pod creations per profile in flight at once, so that a burst does not flood the API server."`
+	MaxStarting   int           `env:"POOL_MAX_STARTING" envDefault:"20" min:"1" desc:"Pods per profile starting at once (created and not yet Ready), the pool's and waiting users' alike. A user who finds no idle pod while this many start waits in line for the next pod that turns Ready, or for a free slot, instead of adding a pod the node would only start more slowly."`
 	ReadyTimeout  time.Duration `env:"POOL_READY_TIMEOUT" envDefault:"2m" min:"1s" desc:"How long a new pod may take to become Ready before it is deleted and counted as a failure."`
 	MaxIdleAge    time.Duration `env:"POOL_MAX_IDLE_AGE" envDefault:"1h" min:"0s" desc:"Idle pods older than this are replaced, so that warm pods pick up image and node changes; 0s keeps them forever."`
 	ReplicaID     string        `env:"REPLICA_ID" envDefault:"" check:"labelvalue" desc:"Name of this replica in pod labels and leases; empty means the host name, which is the pod name in Kubernetes."`

@@ -106,6 +106,7 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 		LivenessLeaseDuration: cfg.Pool.LeaseDuration, LeaderLeaseDuration: cfg.Pool.LeaseDuration,
 		ReadyTimeout: cfg.Pool.ReadyTimeout, MaxIdleAge: cfg.Pool.MaxIdleAge,
 		MaxConcurrentCreates: cfg.Pool.MaxCreating,
+		MaxStarting:          cfg.Pool.MaxStarting,
 		// Claims fail at once with "cluster unavailable" while the API
 		// server refuses connections or reports itself unhealthy.
 		APIProbe: func(ctx context.Context) error {
