@@ -170,7 +170,7 @@ func sweepPlot(res *Results) *plot.Plot {
 // sustainedPlot shows the hit ratio per window and podgate's idle pods.
 func sustainedPlot(res *Results) *plot.Plot {
 	s := res.Sustained
-	p := newPlot(fmt.Sprintf("Sustained %.0f arrivals/s: hit ratio per %v window and the pool", res.Config.Rate, binWidth),
+	p := newPlot(fmt.Sprintf("Sustained %g arrivals/s: hit ratio per %v window and the pool", res.Config.Rate, binWidth),
 		"seconds since the start", "hit ratio (%) / pods")
 	top := 100.0
 	var hr plotter.XYs

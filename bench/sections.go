@@ -74,17 +74,14 @@ func targets(b *strings.Builder, res *Results) {
 		ratio, hits, total := HitRatio(res.Sustained.Samples, 15*time.Second)
 		p("| sustained hit ratio after the first 15 s | ≥ 99 %% | %.1f %% (%d of %d) | %s |", 100*ratio, hits, total, verdict(ratio >= 0.99))
 		if ratio < 0.99 {
-			cs := res.Sustained.ColdStarts
-			bounds = append(bounds, fmt.Sprintf("Sustained: pods are never reused, so %.0f arrivals/s use up %.0f pods/s, with about %.0f in use at once (sessions %v–%v). The pool starts at %d idle pods and its target grows by one per miss, while every miss also starts a cold pod; during the run %0.f cold pods took p50 %s (mean %s) from creation to Ready, against a cold claim of %s in the quiet cold sequential run. The node's pod start rate (2 CPUs shared by the whole cluster) bounds the hit ratio: once the pool falls behind, the pods starting for waiting users slow down every other start.",
-				res.Config.Rate, res.Config.Rate, res.Config.Rate*(res.Config.SessionMin+res.Config.SessionMax).Seconds()/2,
-				res.Config.SessionMin, res.Config.SessionMax, res.Config.SustainedPoolMin, cs.Count, fsec(cs.P50), fsec(cs.Mean), fsec(phaseMean(res.Cold, "claim"))))
+			bounds = append(bounds, sustainedBound(res))
 			if rate, warm := bestStartRate(res.Sweep); rate > 0 {
 				start := fmt.Sprintf("The node's best pod start rate in this run, warming an idle pool with nothing else running: %.1f pods/s (a pool of %d in %s, %s creations in flight).",
 					rate, res.Config.Burst, fsec(warm.Seconds()), strings.TrimPrefix(fastWarm, "PODGATE_POOL_MAX_CREATING="))
 				if rate < res.Config.Rate {
-					start += fmt.Sprintf(" With %.0f arrivals/s each using a fresh pod, at most %.0f %% of arrivals can find a warm pod once the first pool is spent, whatever the sizing.", res.Config.Rate, 100*rate/res.Config.Rate)
+					start += fmt.Sprintf(" With %g arrivals/s each using a fresh pod, at most %.0f %% of arrivals can find a warm pod once the first pool is spent, whatever the sizing.", res.Config.Rate, 100*rate/res.Config.Rate)
 				} else {
-					start += fmt.Sprintf(" That is above the %.0f arrivals/s, so the shortfall comes from starting pods while sessions run and used pods are deleted on the same CPUs, which slows every start (cold pods above); only a node that keeps up under that load, or more nodes, can reach the target.", res.Config.Rate)
+					start += fmt.Sprintf(" That is above the %g arrivals/s: starting pods while sessions run and used pods are deleted on the same CPUs is what slows every start (cold pods above).", res.Config.Rate)
 				}
 				bounds = append(bounds, start)
 			}
@@ -191,7 +188,7 @@ func sustained(b *strings.Builder, res *Results) {
 		p("Not run.")
 		return
 	}
-	p("Poisson arrivals at %.0f/s for %v (fixed seed), each session holding its shell %v–%v (uniform), the pool starting at its minimum of %d idle pods and growing on misses. A miss is attributed **from the client side**: podgate writes \"waiting for a pod\" to the session (stdout on a TTY) before a cold pod exists, so it always precedes the prompt. podgate_claims_total{result} scraped every second cross-checks it.", c.Rate, c.For, c.SessionMin, c.SessionMax, c.SustainedPoolMin)
+	p("Poisson arrivals at %g/s for %v (fixed seed), each session holding its shell %v–%v (uniform), the pool starting at its minimum of %d idle pods and growing on misses (at most PODGATE_POOL_MAX_STARTING, 20, pods start at once). A miss is attributed **from the client side**: podgate writes \"waiting for a pod\" to the session (stdout on a TTY) before a cold pod exists, so it always precedes the prompt. podgate_claims_total{result} scraped every second cross-checks it.", c.Rate, c.For, c.SessionMin, c.SessionMax, c.SustainedPoolMin)
 	p("")
 	all, hits, total := HitRatio(s.Samples, 0)
 	after, h15, t15 := HitRatio(s.Samples, 15*time.Second)
@@ -291,4 +288,30 @@ func topCPU(use []CPUUse, n int) string {
 		parts = append(parts, fmt.Sprintf("%s %.2f s", u.Name, u.Seconds))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// sustainedBound says what held the sustained hit ratio below its target:
+// a node that served fewer users per second than arrived, or the misses
+// while the pool grew from its minimum.
+func sustainedBound(res *Results) string {
+	c, s := res.Config, res.Sustained
+	rate, served := ServedRate(s.Samples)
+	cs := s.ColdStarts
+	head := fmt.Sprintf("Sustained: pods are never reused, so %g arrivals/s need %g new pods/s, with about %.0f sessions running at once (sessions %v–%v). A miss raises the idle target to the pool min plus 2 × the claim rate × the median pod start (it peaked at %.0f), and at most 20 pods start at once, so that waiting users queue for pods the node is already starting instead of asking for more.",
+		c.Rate, c.Rate, c.Rate*(c.SessionMin+c.SessionMax).Seconds()/2, c.SessionMin, c.SessionMax, peakTarget(s.Server))
+	if rate < 0.95*c.Rate {
+		return head + fmt.Sprintf(" The node gave users their pods at %.2f/s (%d of %d served), while it also ran the sessions and deleted the used pods on the same 2 CPUs%s. Below the arrival rate, the waiting users take every pod as it turns Ready, so no later arrival finds an idle one: only a node that starts pods faster under this load, or more nodes, can reach the target.",
+			rate, served, len(s.Samples), coldClause(cs))
+	}
+	return head + fmt.Sprintf(" The node kept up (%.2f users/s served, %d of %d); the misses came while the pool grew from its minimum, the last at %s%s.",
+		rate, served, len(s.Samples), fsec(LastMiss(s.Samples).Seconds()), coldClause(cs))
+}
+
+// coldClause says how long the cold pods of the sustained run took, if
+// there were any.
+func coldClause(cs Phase) string {
+	if cs.Count == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; cold pods took p50 %s from creation to Ready (%.0f of them)", fsec(cs.P50), cs.Count)
 }

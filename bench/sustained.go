@@ -60,7 +60,7 @@ func (r *Runner) Sustained(ctx context.Context, c Config) (Sustained, error) {
 	defer pg.stop()
 	settle(ctx, 3*time.Second)
 	secs := int(c.For / time.Second)
-	r.Progress.Step(fmt.Sprintf("sustained %.0f/s for %v", c.Rate, c.For), secs)
+	r.Progress.Step(fmt.Sprintf("sustained %g/s for %v", c.Rate, c.For), secs)
 	before, err := pg.Scrape(ctx)
 	if err != nil {
 		return out, err
@@ -192,4 +192,44 @@ func sortByIndex(s []Sample) []Sample {
 		}
 	}
 	return out
+}
+
+// ServedRate is how fast users got their prompt during the sustained run:
+// the users served divided by the time from the first arrival to the last
+// prompt. Below the arrival rate, the node could not keep up.
+func ServedRate(samples []Sample) (perSec float64, served int) {
+	var first, last time.Duration = -1, 0
+	for _, s := range samples {
+		if first < 0 || s.Start < first {
+			first = s.Start
+		}
+		if s.OK() {
+			served++
+			last = max(last, s.Start+s.Prompt)
+		}
+	}
+	if served == 0 || last <= first {
+		return 0, served
+	}
+	return float64(served) / (last - first).Seconds(), served
+}
+
+// LastMiss is the arrival time of the last miss, or -1 with none.
+func LastMiss(samples []Sample) time.Duration {
+	last := time.Duration(-1)
+	for _, s := range samples {
+		if s.Miss {
+			last = max(last, s.Start)
+		}
+	}
+	return last
+}
+
+// peakTarget is the highest idle target podgate reported during the run.
+func peakTarget(pts []ServerPoint) float64 {
+	top := 0.0
+	for _, pt := range pts {
+		top = max(top, pt.Target)
+	}
+	return top
 }

@@ -41,27 +41,21 @@ func TestSizerNoGrowKeepsTargetAtMin(t *testing.T) {
 // stops at what the claim rate and start time call for, instead of
 // climbing by one per miss to the pool max; slower starts call for more.
 func TestSizerCeilingFollowsDemand(t *testing.T) {
-	for _, c := range []struct {
-		start time.Duration
-		want  int
-	}{
-		// 91 claims in the 30 s window (both ends count), 3.03/s;
-		// × 2 s × headroom 2 = 12.1, so 13 above the min of 5.
-		{2 * time.Second, 18},
-		// 3.03/s × 5 s × 2 = 30.3, so 31 above the min.
-		{5 * time.Second, 36},
-	} {
+	for _, start := range []time.Duration{2 * time.Second, 5 * time.Second} {
 		now := time.Unix(0, 0)
 		s := newSizer(5, 150, now)
 		for range 5 {
-			s.started(c.start)
+			s.started(start)
 		}
 		// 60 s of 3 misses a second.
 		for i := range 180 {
 			s.miss(now.Add(time.Duration(i) * time.Second / 3))
 		}
-		if s.target != c.want {
-			t.Errorf("start %v: target after 60 s of 3 misses/s = %d, want %d", c.start, s.target, c.want)
+		// The pool min plus 2 × 3/s × start, give or take the rounding
+		// of a rate taken over claims that straddle the window's edges.
+		need := 2 * 3 * start.Seconds()
+		if lo, hi := 5+int(need), 5+int(need*1.05)+1; s.target < lo || s.target > hi {
+			t.Errorf("start %v: target after 60 s of 3 misses/s = %d, want %d..%d", start, s.target, lo, hi)
 		}
 	}
 }
@@ -150,7 +144,25 @@ func TestOnPodObservesDemand(t *testing.T) {
 	if got := len(sz().claims); got != 2 {
 		t.Errorf("claims seen = %d, want 2 (one hit, one miss)", got)
 	}
-	if got := sz().target; got != prof.PoolMin+1 {
-		t.Errorf("target after one miss = %d, want %d", got, prof.PoolMin+1)
+	// 2 claims within the 5 s floor, 0.4/s × the 1.5 s start × 2 = 1.2.
+	if got := sz().target; got != prof.PoolMin+2 {
+		t.Errorf("target after one miss = %d, want %d", got, prof.PoolMin+2)
+	}
+}
+
+// TestSizerMissJumpsToCeiling: one miss in a stream of hits raises the
+// target to what the stream calls for at once, not one pod at a time.
+func TestSizerMissJumpsToCeiling(t *testing.T) {
+	now := time.Unix(0, 0)
+	s := newSizer(5, 100, now)
+	for range 5 {
+		s.started(3 * time.Second)
+	}
+	for i := range 15 {
+		s.hit(now.Add(time.Duration(i) * time.Second * 2 / 3))
+	}
+	// 16 claims over 10 s, 1.6/s: 5 + ceil(1.6 × 3 s × 2) = 15.
+	if s.miss(now.Add(10 * time.Second)); s.target != 15 {
+		t.Errorf("target after one miss at 1.6 claims/s = %d, want 15", s.target)
 	}
 }

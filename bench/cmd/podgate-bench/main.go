@@ -42,6 +42,7 @@ func run() error {
 	cold := flag.Int("cold", 0, "cold sequential connections (default 30, quick 10)")
 	sweep := flag.String("sweep", "", "QPS/burst settings for the burst, e.g. 5/10,50/100 (default 5/10,20/40,50/100,200/400)")
 	dur := flag.Duration("sustained", 0, "sustained run length (default 60s, quick 20s)")
+	rate := flag.Float64("rate", 0, "sustained arrivals per second (default 3)")
 	mb := flag.Int("mb", 0, "throughput transfer size in MB (default 200, quick 50)")
 	only := flag.String("only", "", "comma-separated scenarios to run: warm,cold,burst,sustained,memory,throughput (default all)")
 	flag.Parse()
@@ -61,6 +62,9 @@ func run() error {
 	}
 	if *dur > 0 {
 		cfg.For = *dur
+	}
+	if *rate > 0 {
+		cfg.Rate = *rate
 	}
 	if *mb > 0 {
 		cfg.ThroughputMB = *mb
