@@ -297,7 +297,7 @@ func sustainedBound(res *Results) string {
 	c, s := res.Config, res.Sustained
 	rate, served := ServedRate(s.Samples)
 	cs := s.ColdStarts
-	head := fmt.Sprintf("Sustained: pods are never reused, so %g arrivals/s need %g new pods/s, with about %.0f sessions running at once (sessions %v–%v). A miss raises the idle target to the pool min plus 2 × the claim rate × the median pod start (it peaked at %.0f), and at most 20 pods start at once, so that waiting users queue for pods the node is already starting instead of asking for more.",
+	head := fmt.Sprintf("Sustained: pods are never reused, so %g arrivals/s need %g new pods/s, with about %.0f sessions running at once (sessions %v–%v). Each miss raises the idle target by one, up to the pool min plus 2 × the claim rate × the median pod start (it peaked at %.0f), and at most 20 pods start at once, so that waiting users queue for pods the node is already starting instead of asking for more.",
 		c.Rate, c.Rate, c.Rate*(c.SessionMin+c.SessionMax).Seconds()/2, c.SessionMin, c.SessionMax, peakTarget(s.Server))
 	if rate < 0.95*c.Rate {
 		return head + fmt.Sprintf(" The node gave users their pods at %.2f/s (%d of %d served), while it also ran the sessions and deleted the used pods on the same 2 CPUs%s. Below the arrival rate, the waiting users take every pod as it turns Ready, so no later arrival finds an idle one: only a node that starts pods faster under this load, or more nodes, can reach the target.",
