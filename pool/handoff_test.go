@@ -143,16 +143,9 @@ func TestHandoffDeletesColdPodItCannotRecycle(t *testing.T) {
 		t.Fatal("the waiter did not take the idle pod")
 	}
 	p.bg.Wait()
-	list, err := cs.CoreV1().Pods(testNS).List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(list.Items) != 1 || list.Items[0].Name != "warm" {
-		var names []string
-		for _, it := range list.Items {
-			names = append(names, it.Name+"="+it.Labels[LabelState])
-		}
-		t.Errorf("pods left: %v, want only the claimed idle pod", names)
+	if pods := podsOf(t, cs); len(pods) != 1 || pods[0].Name != "warm" {
+		t.Errorf("pods left: %v, want only the claimed idle pod",
+			describe(pods, func(pod corev1.Pod) string { return pod.Name + "=" + pod.Labels[LabelState] }))
 	}
 }
 

@@ -67,10 +67,7 @@ func TestClaimKeepsStreamsWhenWatchIsFirst(t *testing.T) {
 	if tty.closed.Load() || plain.closed.Load() {
 		t.Errorf("prepared streams closed (tty %t, plain %t) although this replica claimed the pod", tty.closed.Load(), plain.closed.Load())
 	}
-	p.mu.Lock()
-	_, stillTaken := p.taken["a"]
-	p.mu.Unlock()
-	if stillTaken {
+	if isTaken(p, "a") {
 		t.Error("pod a is still taken after the watch showed the claim and the PATCH returned")
 	}
 }
@@ -95,12 +92,17 @@ func TestClaimedPodStaysTakenUntilWatchShowsIt(t *testing.T) {
 	claimed.Labels[LabelState] = StateClaimed
 	claimed.Labels[LabelOwner] = "r1"
 	p.onPod(claimed, true)
-	p.mu.Lock()
-	_, stillTaken := p.taken["a"]
-	p.mu.Unlock()
-	if stillTaken {
+	if isTaken(p, "a") {
 		t.Error("pod a is still taken after the watch showed the claim")
 	}
+}
+
+// isTaken reports whether the pool holds a local reservation for name.
+func isTaken(p *Pool, name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.taken[name]
+	return ok
 }
 
 // TestStreamsClosedWhenClaimedElsewhere: a pod another replica claims, or

@@ -63,6 +63,15 @@ func podsOf(t *testing.T, cs *fake.Clientset) []corev1.Pod {
 	return list.Items
 }
 
+// describe renders each pod for a failure message.
+func describe(pods []corev1.Pod, f func(corev1.Pod) string) []string {
+	out := make([]string, 0, len(pods))
+	for _, pod := range pods {
+		out = append(out, f(pod))
+	}
+	return out
+}
+
 // TestWaiterWithoutSlotCreatesNoPod: with every start slot taken, a user
 // who misses creates no pod of their own. They queue behind the earlier
 // waiter and take the first idle pod that turns Ready once it is their
@@ -102,11 +111,8 @@ func TestWaiterWithoutSlotCreatesNoPod(t *testing.T) {
 		t.Errorf("bob got %s, want %s", pod.Ref.Name, recycled)
 	}
 	if pods := podsOf(t, cs); len(pods) != 2 {
-		var names []string
-		for _, pod := range pods {
-			names = append(names, pod.Name+" for "+pod.Annotations[AnnUser])
-		}
-		t.Errorf("pods: %v; want only the idle pod and alice's, bob never having had a slot", names)
+		t.Errorf("pods: %v; want only the idle pod and alice's, bob never having had a slot",
+			describe(pods, func(pod corev1.Pod) string { return pod.Name + " for " + pod.Annotations[AnnUser] }))
 	}
 }
 
