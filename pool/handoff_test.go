@@ -45,15 +45,7 @@ func waitCold(t *testing.T, p *Pool, cs *fake.Clientset) (<-chan *scheduler.Pod,
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	got, failed := make(chan *scheduler.Pod, 1), make(chan error, 1)
-	go func() {
-		pod, err := p.Create(context.Background(), "", scheduler.Claim{Identity: scheduler.Identity{User: "alice"}, Session: "c1"}, nil)
-		if err != nil {
-			failed <- err
-			return
-		}
-		got <- pod
-	}()
+	got, failed := createAsync(context.Background(), p, "alice")
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
@@ -81,14 +73,7 @@ func TestHandoffTakesFirstReadyIdlePod(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(testNS).Create(context.Background(), idleReadyPod("warm", prof), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var pod *scheduler.Pod
-	select {
-	case pod = <-got:
-	case err := <-failed:
-		t.Fatalf("Create: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the waiter did not take the idle pod")
-	}
+	pod := receive(t, "alice", got, failed)
 	if pod.Ref.Name != "warm" || pod.Warm {
 		t.Errorf("got %s (warm %v), want the idle pod, counted as a wait", pod.Ref.Name, pod.Warm)
 	}
@@ -135,13 +120,7 @@ func TestHandoffDeletesColdPodItCannotRecycle(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(testNS).Create(context.Background(), idleReadyPod("warm", prof), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-got:
-	case err := <-failed:
-		t.Fatalf("Create: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the waiter did not take the idle pod")
-	}
+	receive(t, "alice", got, failed)
 	p.bg.Wait()
 	if pods := podsOf(t, cs); len(pods) != 1 || pods[0].Name != "warm" {
 		t.Errorf("pods left: %v, want only the claimed idle pod",
