@@ -22,7 +22,7 @@ build:
 	$(GO) build -o bin/podgate ./cmd/podgate
 	$(GO) build -o bin/localcluster ./cmd/localcluster
 
-bin/localcluster: $(shell find cmd/localcluster kube/localcluster -name '*.go' 2>/dev/null)
+bin/localcluster: $(shell find cmd/localcluster internal/testenv/localcluster -name '*.go' 2>/dev/null)
 	$(GO) build -o $@ ./cmd/localcluster
 
 ## run: podgate on the local cluster (brought up if needed) in demo auth mode; prints the ssh line

@@ -5,7 +5,7 @@
 // session and data throughput), their statistics, and the Markdown report,
 // CSV and plots written under bench/results.
 //
-// Every scenario runs its own podgate process (cmd/podgate/podgatetest) in
+// Every scenario runs its own podgate process (internal/testenv/podgatetest) in
 // its own namespace, so runs never interfere; benchmarks report figures and
 // never assert them.
 package bench

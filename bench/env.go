@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/podgate/podgate/cmd/podgate/podgatetest"
+	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
 
 // benchUser is the one user every connection logs in as; the per-user

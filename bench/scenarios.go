@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/podgate/podgate/cmd/podgate/podgatetest"
+	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
 
 // Config sizes every scenario.

@@ -4,7 +4,7 @@ import (
 	"math"
 	"slices"
 
-	"github.com/podgate/podgate/cmd/podgate/podgatetest"
+	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
 
 // Phase is one server-side phase over a run, from the difference of two

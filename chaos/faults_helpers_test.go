@@ -16,9 +16,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podgate/podgate/cmd/podgate/podgatetest"
-	"github.com/podgate/podgate/kube/kubetest"
-	"github.com/podgate/podgate/kube/localcluster"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
+	"github.com/podgate/podgate/internal/testenv/localcluster"
+	"github.com/podgate/podgate/internal/testenv/podgatetest"
 	"github.com/podgate/podgate/pool"
 )
 

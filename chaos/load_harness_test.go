@@ -24,8 +24,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/podgate/podgate/cmd/podgate/podgatetest"
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
+	"github.com/podgate/podgate/internal/testenv/podgatetest"
 	"github.com/podgate/podgate/pool"
 )
 

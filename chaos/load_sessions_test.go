@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/pool"
 )
 

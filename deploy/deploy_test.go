@@ -21,9 +21,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/podgate/podgate/internal/testenv/kubetest"
+	"github.com/podgate/podgate/internal/testenv/localcluster"
 	"github.com/podgate/podgate/kube"
-	"github.com/podgate/podgate/kube/kubetest"
-	"github.com/podgate/podgate/kube/localcluster"
 	"github.com/podgate/podgate/pool"
 )
 
@@ -68,7 +68,7 @@ func TestDeployIntoLocalCluster(t *testing.T) {
 
 	dryRun(ctx, t, k)
 
-	local := filepath.Clean(kubetest.Kubeconfig()) == filepath.Clean(localcluster.DefaultStateDir+"/admin.kubeconfig")
+	local := filepath.Clean(kubetest.Kubeconfig()) == filepath.Clean(localcluster.DefaultKubeconfig)
 	if !local {
 		t.Skip("deploying needs the local cluster: deploy/image/build.sh imports the image into its containerd")
 	}

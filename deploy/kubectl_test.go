@@ -20,8 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
-	"github.com/podgate/podgate/kube/kubetest"
-	"github.com/podgate/podgate/kube/localcluster"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
+	"github.com/podgate/podgate/internal/testenv/localcluster"
 )
 
 // kubectl runs the kubectl binary against one kubeconfig. kubectl is used,

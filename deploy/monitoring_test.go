@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
-	"github.com/podgate/podgate/kube/localcluster"
+	"github.com/podgate/podgate/internal/testenv/localcluster"
 )
 
 // The Prometheus Operator's ServiceMonitor and PrometheusRule are custom

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/scheduler"
 )
 

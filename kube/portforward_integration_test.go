@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/scheduler"
 )
 

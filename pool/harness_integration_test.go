@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/pool/profile"
 )
 

@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/utils/clock"
 
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/pool"
 	"github.com/podgate/podgate/pool/profile"
 	"github.com/podgate/podgate/scheduler"

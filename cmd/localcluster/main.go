@@ -22,7 +22,7 @@ import (
 	"runtime"
 	"syscall"
 
-	"github.com/podgate/podgate/kube/localcluster"
+	"github.com/podgate/podgate/internal/testenv/localcluster"
 )
 
 func main() {
@@ -39,7 +39,7 @@ func run() error {
 	fs := flag.NewFlagSet("localcluster", flag.ContinueOnError)
 	state := fs.String("state", localcluster.DefaultStateDir, "state directory of the cluster")
 	cache := fs.String("cache", localcluster.DefaultCacheDir(), "cache for built binaries and image archives")
-	source := fs.String("source", defaultSource(), "the kube/localcluster directory of the podgate checkout")
+	source := fs.String("source", defaultSource(), "the internal/testenv/localcluster directory of the podgate checkout")
 	reuse := fs.Bool("reuse", false, "with up: succeed if a cluster is already running")
 	maxDown := fs.Duration("max-down", localcluster.DefaultMaxDown, "with component stop: the supervisor starts the daemon again after this long")
 	direct := fs.Bool("direct", false, "with component stop: stop the daemon from this process when the supervisor serves no control socket")
@@ -110,14 +110,14 @@ func run() error {
 	return fmt.Errorf("unknown command %q (want up, down, status, kubeconfig or component)", verb)
 }
 
-// defaultSource finds kube/localcluster next to this command's source, which
+// defaultSource finds internal/testenv/localcluster next to this command's source, which
 // is right for `go run` and for binaries built in the checkout.
 func defaultSource() string {
 	if wd, err := os.Getwd(); err == nil {
-		if _, err := os.Stat(filepath.Join(wd, "kube", "localcluster", "k8sbuild", "go.mod")); err == nil {
-			return filepath.Join(wd, "kube", "localcluster")
+		if _, err := os.Stat(filepath.Join(wd, "internal", "testenv", "localcluster", "k8sbuild", "go.mod")); err == nil {
+			return filepath.Join(wd, "internal", "testenv", "localcluster")
 		}
 	}
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "kube", "localcluster")
+	return filepath.Join(filepath.Dir(file), "..", "..", "internal", "testenv", "localcluster")
 }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
 )
 
 // authAttempts reads podgate_auth_attempts_total{method=publickey,result}.

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podgate/podgate/cmd/podgate/podgatetest"
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
+	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
 
 // podgateBin is the podgate binary the e2e tests run, built once by

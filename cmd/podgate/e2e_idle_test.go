@@ -13,8 +13,8 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/podgate/podgate/cmd/podgate/podgatetest"
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
+	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
 
 // podLister is an informer-fed view of the test namespace's managed pods,

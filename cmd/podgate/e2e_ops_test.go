@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
 )
 
 // scrape returns the text of podgate's /metrics.

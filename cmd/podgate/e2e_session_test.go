@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
 )
 
 // TestE2ESessionModePodLimit: in session mode every session holds a pod of

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podgate/podgate/cmd/podgate/podgatetest"
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
+	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
 
 // TestOpenSSH drives the real podgate binary with the real OpenSSH client

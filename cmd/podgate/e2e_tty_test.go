@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podgate/podgate/kube/kubetest"
+	"github.com/podgate/podgate/internal/testenv/kubetest"
 )
 
 // tmux drives an interactive ssh -tt in a real terminal, as a person would.

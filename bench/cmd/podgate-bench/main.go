@@ -24,7 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/podgate/podgate/bench"
-	"github.com/podgate/podgate/cmd/podgate/podgatetest"
+	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
 
 func main() {

@@ -45,6 +45,10 @@ const (
 // is removed by Down.
 const DefaultStateDir = "/var/lib/podgate-localcluster"
 
+// DefaultKubeconfig is the admin kubeconfig of a cluster in DefaultStateDir;
+// Options.Kubeconfig gives it for any state directory.
+const DefaultKubeconfig = DefaultStateDir + "/admin.kubeconfig"
+
 // Guest images the harness builds and imports.
 const (
 	PauseImage   = "localhost/podgate-pause:local"

@@ -22,17 +22,19 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podgate/podgate/internal/testenv/localcluster"
 )
 
 // DefaultKubeconfig is where the local cluster harness writes its admin
 // kubeconfig. It is used when KUBECONFIG is not set.
-const DefaultKubeconfig = "/var/lib/podgate-localcluster/admin.kubeconfig"
+const DefaultKubeconfig = localcluster.DefaultKubeconfig
 
-// Image names of the guest images the local cluster imports. A kind user
-// loads the same names with `kind load image-archive`.
+// Image names of the guest images the local cluster imports, defined there.
+// A kind user loads the same names with `kind load image-archive`.
 const (
-	DebianImage  = "localhost/podgate-debian:local"
-	BusyboxImage = "localhost/podgate-busybox:local"
+	DebianImage  = localcluster.DebianImage
+	BusyboxImage = localcluster.BusyboxImage
 )
 
 // Env is a test's handle on the cluster: a client, its REST config, and the

@@ -1,7 +1,7 @@
 // Module etcdbuild pins the etcd server that the local cluster harness builds
 // from the Go module proxy, kept apart from the Kubernetes module so that the
 // two dependency graphs never have to agree.
-module github.com/podgate/podgate/kube/localcluster/etcdbuild
+module github.com/podgate/podgate/internal/testenv/localcluster/etcdbuild
 
 go 1.24
 

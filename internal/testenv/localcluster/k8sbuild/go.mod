@@ -1,7 +1,7 @@
 // Module k8sbuild pins the Kubernetes binaries that the local cluster harness
 // builds from the Go module proxy. It is a nested module so that its replace
 // directives never reach podgate's own go.mod.
-module github.com/podgate/podgate/kube/localcluster/k8sbuild
+module github.com/podgate/podgate/internal/testenv/localcluster/k8sbuild
 
 go 1.24.0
 
