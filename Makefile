@@ -13,7 +13,7 @@ KUBECTL ?= $(shell k=$(KUBECTL_CACHED); [ -x "$$k" ] && echo "$$k" || command -v
 KUBECTL_ENV := KUBECONFIG=$${KUBECONFIG:-/var/lib/podgate-localcluster/admin.kubeconfig}
 export PATH := $(shell go env GOPATH)/bin:$(PATH)
 
-.PHONY: all build deps test test-unit lint fmt vet staticcheck cluster-up cluster-down cluster-status cluster-check run bench chaos image deploy rules-test clean
+.PHONY: all build deps hostcheck test test-unit lint fmt vet staticcheck cluster-up cluster-down cluster-status cluster-check run bench chaos image deploy rules-test clean
 
 all: build
 
@@ -29,9 +29,13 @@ bin/localcluster: $(shell find cmd/localcluster internal/testenv/localcluster -n
 run: build
 	./hack/run.sh
 
-## deps: install the Debian packages the tests use (ssh, sftp, tmux)
+## deps: install (as root) the Debian packages of every missing host tool on internal/testenv/hosttools/tools.tsv
 deps:
 	./hack/deps.sh
+
+## hostcheck: pre-flight: fail naming each host tool on the list that is missing, with its Debian package
+hostcheck:
+	./hack/deps.sh check
 
 ## cluster-up: bring up the local single-node cluster (builds binaries and images once)
 cluster-up: bin/localcluster
@@ -50,7 +54,7 @@ cluster-check: bin/localcluster
 	./hack/cluster-check.sh
 
 ## test: lint, rule tests, unit tests, then every integration/e2e test on a real cluster (local, or KUBECONFIG)
-test: deps lint rules-test bin/localcluster
+test: deps hostcheck lint rules-test bin/localcluster
 	@st=$$($(LC) status); if [ -z "$$KUBECONFIG" ] && ! grep -q '^cluster: running' <<<"$$st"; then ./hack/cluster-check.sh; fi
 	./hack/with-cluster.sh $(GO) test -race -count=1 -p 1 -timeout 60m ./...
 
@@ -59,7 +63,7 @@ test-unit:
 	PODGATE_TEST_NO_CLUSTER=1 $(GO) test -race -count=1 ./...
 
 ## chaos: every chaos scenario at full size (disruptive fault scenarios under the exclusive cluster lock), all fuzz targets for 10+ minutes, report in chaos/results/
-chaos: bin/localcluster
+chaos: deps hostcheck bin/localcluster
 	./hack/chaos.sh
 
 ## rules-test: promtool check/test of the Prometheus rules (builds promtool from the Go module proxy once)
@@ -88,7 +92,7 @@ staticcheck:
 	$(GO) run $(STATICCHECK) ./...
 
 ## bench: end-to-end benchmark (report, CSV, plots in bench/results) on a real cluster (local, brought up if needed, or KUBECONFIG); BENCH_QUICK=1 for the reduced run
-bench: deps bin/localcluster
+bench: deps hostcheck bin/localcluster
 	mkdir -p bench/results
 	set -o pipefail; PODGATE_TEST_NO_CLUSTER=1 $(GO) test -run '^$$' -bench . -benchmem $(if $(filter 1,$(BENCH_QUICK)),-benchtime 200ms) ./pool/ ./sshfront/ | tee bench/results/micro-$$(date -u +%Y-%m-%d-%H%M).txt
 	$(GO) build -o bin/podgate-bench ./bench/cmd/podgate-bench

@@ -18,6 +18,7 @@ require (
 	k8s.io/client-go v0.33.13
 	k8s.io/klog/v2 v2.140.0
 	k8s.io/utils v0.0.0-20241104100929-3ea5e8cea738
+	mvdan.cc/sh/v3 v3.14.1
 )
 
 require (

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/internal/testenv/kubetest"
 )
 
@@ -111,6 +112,7 @@ func hostileEnv(t *testing.T, g *gate) {
 }
 
 func hostileCommands(t *testing.T, g *gate) {
+	hosttools.Require(t, "sh", "tr") // the local side of the comparison below
 	sc := NewScenario(t, "hostile", "shell metacharacters")
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])

@@ -10,31 +10,26 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/internal/testenv/localcluster"
 	"github.com/podgate/podgate/kube"
 	"github.com/podgate/podgate/pool"
 )
 
-// The namespaces deploy/base creates. No other test uses them.
-const (
-	podgateNS = "podgate"
-	guestNS   = "podgate-guests"
-	// sshUser is the user whose key the test puts in the
-	// podgate-authorized-keys ConfigMap.
-	sshUser = "tester"
-)
+// sshUser is the user whose key the test puts in the
+// podgate-authorized-keys ConfigMap.
+const sshUser = "tester"
 
 // TestDeployIntoLocalCluster is issue #5's proof that deploy/ works as an
 // operator would use it: every kustomization passes a server-side dry run,
@@ -43,9 +38,14 @@ const (
 // through the Service and lands in a guest pod. The login exercises the
 // in-cluster configuration and the RBAC for real; `kubectl auth can-i` and
 // impersonated requests then show what the ServiceAccount must not do.
+//
+// Everything is deployed into two namespaces of the test's own, renamed
+// from podgate and podgate-guests by an overlay (renamedOverlay): the
+// cluster may be shared with `make run`, which serves from podgate-guests.
 func TestDeployIntoLocalCluster(t *testing.T) {
 	cfg := kubetest.RESTConfig(t) // skips without a cluster
 	k := findKubectl(t)
+	hosttools.Require(t, "ssh", "ssh-keygen")
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -53,42 +53,54 @@ func TestDeployIntoLocalCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
-	// A run killed half-way leaves the namespaces behind: start clean, and
-	// leave clean whatever happens.
-	if err := deleteNamespaces(ctx, cs, podgateNS, guestNS); err != nil {
-		t.Fatalf("removing leftovers of an earlier run: %v", err)
-	}
+	ns := newNamespaces()
+	checkNamespacesFree(ctx, t, cs, ns)
+	t.Logf("deploying into namespaces %s and %s", ns.podgate, ns.guests)
+	imported := false // the test's image, once imported into containerd
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if err := deleteNamespaces(ctx, cs, podgateNS, guestNS); err != nil {
+		if err := deleteNamespaces(ctx, cs, ns.names()...); err != nil {
 			t.Errorf("cleaning up: %v", err)
+		}
+		if imported {
+			removeImage(ctx, t, imageRef(ns))
 		}
 	})
 
-	dryRun(ctx, t, k)
+	dryRun(ctx, t, k, ns)
 
 	local := filepath.Clean(kubetest.Kubeconfig()) == filepath.Clean(localcluster.DefaultKubeconfig)
 	if !local {
 		t.Skip("deploying needs the local cluster: deploy/image/build.sh imports the image into its containerd")
 	}
 
+	// The image gets a tag of its own: localhost/podgate:local is what
+	// `make image` and `make deploy` use.
+	hosttools.Require(t, "umoci", "skopeo", "ctr") // deploy/image/build.sh
 	start := time.Now()
 	archive := filepath.Join(t.TempDir(), "podgate.tar")
 	build := exec.CommandContext(ctx, repoDir(t, "image/build.sh"), archive)
+	build.Env = append(os.Environ(), "TAG="+imageRef(ns))
+	imported = true // build.sh may fail after importing
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("deploy/image/build.sh: %v\n%s", err, out)
 	}
 	t.Logf("image built and imported in %v", time.Since(start).Round(time.Millisecond))
 	checkImage(t, archive)
 
-	keyFile := overlayWithKey(t)
+	keyFile := overlayWithKey(t, imageRef(ns))
+	overlay := renamedOverlay(t, filepath.Dir(keyFile), ns)
+	checkOwnedOnly(t, "the deployed overlay", render(ctx, t, k, overlay), ns)
+	if t.Failed() {
+		t.FailNow()
+	}
 	start = time.Now()
-	if _, _, err := k.run(ctx, nil, "apply", "-k", filepath.Dir(keyFile)); err != nil {
+	if _, _, err := k.run(ctx, nil, "apply", "-k", overlay); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := k.run(ctx, nil, "-n", podgateNS, "rollout", "status", "deployment/podgate", "--timeout=150s"); err != nil {
-		logPodgate(t, k)
+	if _, _, err := k.run(ctx, nil, "-n", ns.podgate, "rollout", "status", "deployment/podgate", "--timeout=150s"); err != nil {
+		logPodgate(t, k, ns)
 		t.Fatal(err)
 	}
 	t.Logf("2 replicas rolled out in %v", time.Since(start).Round(time.Millisecond))
@@ -98,41 +110,41 @@ func TestDeployIntoLocalCluster(t *testing.T) {
 	// through kube-proxy and the Service's endpoints; and through each
 	// replica, so that both prove their in-cluster config and serve the one
 	// host key.
-	replicas := replicaNames(ctx, t, cs)
+	replicas := replicaNames(ctx, t, cs, ns)
 	type route struct{ host, port, replica string }
 	routes := []route{
-		{"127.0.0.1", portForward(ctx, t, k, "service/podgate"), ""},
-		{nodeAddress(ctx, t, cs), "30022", ""},
+		{"127.0.0.1", portForward(ctx, t, k, ns, "service/podgate"), ""},
+		{nodeAddress(ctx, t, cs), nodePort(ctx, t, cs, ns), ""},
 	}
 	for _, r := range replicas {
-		routes = append(routes, route{"127.0.0.1", portForward(ctx, t, k, "pod/"+r), r})
+		routes = append(routes, route{"127.0.0.1", portForward(ctx, t, k, ns, "pod/"+r), r})
 	}
 	var hosts []string
 	for _, r := range routes {
 		hosts = append(hosts, "["+r.host+"]:"+r.port)
 	}
-	knownHosts := knownHostsFromSecret(ctx, t, cs, hosts...)
+	knownHosts := knownHostsFromSecret(ctx, t, cs, ns, hosts...)
 	// kube-proxy programs the NodePort when the endpoints become ready,
 	// shortly after the rollout; no API event says it is done.
 	waitTCP(ctx, t, net.JoinHostPort(routes[1].host, routes[1].port))
 	for _, r := range routes {
-		owner := checkLogin(ctx, t, cs, k, keyFile, knownHosts, r.host, r.port, replicas)
+		owner := checkLogin(ctx, t, cs, k, ns, keyFile, knownHosts, r.host, r.port, replicas)
 		if r.replica != "" && owner != r.replica {
 			t.Errorf("logging in through replica %s, the pod was claimed by %q", r.replica, owner)
 		}
 	}
-	checkRBAC(ctx, t, k, cfg)
+	checkRBAC(ctx, t, k, cfg, ns)
 }
 
-// dryRun validates every kustomization against the API server. The
-// namespaces are created for real first (from the rendered manifests),
-// because a dry run of a namespaced object in a missing namespace fails.
-// Custom resources whose CRDs the cluster lacks are left to
+// dryRun validates every kustomization, moved into ns, against the API
+// server. The namespaces are created for real first (from the rendered
+// manifests), because a dry run of a namespaced object in a missing
+// namespace fails. Custom resources whose CRDs the cluster lacks are left to
 // TestDeployMonitoringOffline. Pod Security warnings fail the test: podgate
 // runs under the restricted standard.
-func dryRun(ctx context.Context, t *testing.T, k kubectl) {
+func dryRun(ctx context.Context, t *testing.T, k kubectl, ns namespaces) {
 	t.Helper()
-	base := render(ctx, t, k, repoDir(t, "base"))
+	base := render(ctx, t, k, renamedOverlay(t, repoDir(t, "base"), ns))
 	var namespaces []doc
 	for _, d := range base {
 		if d.Kind == "Namespace" {
@@ -142,13 +154,22 @@ func dryRun(ctx context.Context, t *testing.T, k kubectl) {
 	if len(namespaces) != 2 {
 		t.Fatalf("deploy/base has %d namespaces, want podgate and podgate-guests", len(namespaces))
 	}
+	checkOwnedOnly(t, "base", namespaces, ns)
+	if t.Failed() {
+		t.FailNow()
+	}
 	if _, _, err := k.run(ctx, join(namespaces), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
 	for _, dir := range []string{"base", "overlays/local", "overlays/kind", "overlays/with-monitoring"} {
 		var docs []doc
 		custom := 0
-		for _, d := range render(ctx, t, k, repoDir(t, dir)) {
+		rendered := render(ctx, t, k, renamedOverlay(t, repoDir(t, dir), ns))
+		checkOwnedOnly(t, dir, rendered, ns)
+		if t.Failed() {
+			t.FailNow()
+		}
+		for _, d := range rendered {
 			if d.group() == "monitoring.coreos.com" {
 				custom++
 				continue
@@ -172,10 +193,12 @@ func dryRun(ctx context.Context, t *testing.T, k kubectl) {
 	}
 }
 
-// overlayWithKey writes a kustomization that takes deploy/overlays/local as
-// it is and fills the podgate-authorized-keys ConfigMap with a fresh key of
-// sshUser, the way an operator adds users. It returns the private key file.
-func overlayWithKey(t *testing.T) string {
+// overlayWithKey writes a kustomization that takes deploy/overlays/local
+// with image instead of localhost/podgate:local and fills the
+// podgate-authorized-keys ConfigMap with a fresh key of sshUser, the way an
+// operator adds users. It returns the private key file; the kustomization
+// is beside it, still in deploy/base's namespaces.
+func overlayWithKey(t *testing.T, image string) string {
 	t.Helper()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "id_ed25519")
@@ -187,17 +210,22 @@ func overlayWithKey(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	name, tag, _ := strings.Cut(image, ":")
 	kustomization := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - %s
+images:
+  - name: localhost/podgate
+    newName: %s
+    newTag: %s
 configMapGenerator:
   - name: podgate-authorized-keys
     namespace: %s
     behavior: replace
     files:
       - %s=id_ed25519.pub
-`, rel, podgateNS, sshUser)
+`, rel, name, tag, baseNS, sshUser)
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -222,13 +250,27 @@ func nodeAddress(ctx context.Context, t *testing.T, cs kubernetes.Interface) str
 	return ""
 }
 
+// nodePort is the node port the cluster allocated to the podgate Service
+// (the test's overlay drops deploy/'s fixed 30022, which is cluster-wide).
+func nodePort(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns namespaces) string {
+	t.Helper()
+	svc, err := cs.CoreV1().Services(ns.podgate).Get(ctx, "podgate", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].NodePort == 0 {
+		t.Fatalf("Service podgate has ports %+v, want one with a node port", svc.Spec.Ports)
+	}
+	return strconv.Itoa(int(svc.Spec.Ports[0].NodePort))
+}
+
 // knownHostsFromSecret writes a known_hosts file holding the public half of
 // the host key in the podgate-hostkey Secret, which the first replica
 // created through its in-cluster config. ssh then checks that the replica it
 // reaches serves exactly that key.
-func knownHostsFromSecret(ctx context.Context, t *testing.T, cs kubernetes.Interface, hosts ...string) string {
+func knownHostsFromSecret(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns namespaces, hosts ...string) string {
 	t.Helper()
-	secret, err := cs.CoreV1().Secrets(podgateNS).Get(ctx, "podgate-hostkey", metav1.GetOptions{})
+	secret, err := cs.CoreV1().Secrets(ns.podgate).Get(ctx, "podgate-hostkey", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("the host-key Secret podgate should have created: %v", err)
 	}
@@ -250,7 +292,7 @@ func knownHostsFromSecret(ctx context.Context, t *testing.T, cs kubernetes.Inter
 // ServiceAccount token and a non-root uid.
 //
 // It returns the replica that claimed the pod.
-func checkLogin(ctx context.Context, t *testing.T, cs kubernetes.Interface, k kubectl, keyFile, knownHosts, host, port string, replicas []string) string {
+func checkLogin(ctx context.Context, t *testing.T, cs kubernetes.Interface, k kubectl, ns namespaces, keyFile, knownHosts, host, port string, replicas []string) string {
 	t.Helper()
 	const marker = "podgate-deploy-test-ready"
 	remote := "hostname; cat /var/run/secrets/kubernetes.io/serviceaccount/token 2>&1 | head -c 20; echo; id -u; echo " + marker + "; cat >/dev/null"
@@ -294,7 +336,7 @@ func checkLogin(ctx context.Context, t *testing.T, cs kubernetes.Interface, k ku
 	if len(got) != 4 || got[3] != marker {
 		stop()
 		_ = cmd.Wait()
-		logPodgate(t, k)
+		logPodgate(t, k, ns)
 		t.Fatalf("ssh output = %q, want hostname, token line, uid, marker; stderr:\n%s", got, stderr.String())
 	}
 	hostname, token, uid := got[0], got[1], got[2]
@@ -302,9 +344,9 @@ func checkLogin(ctx context.Context, t *testing.T, cs kubernetes.Interface, k ku
 
 	// The session is open: the pod must be claimed now.
 	owner := ""
-	pod, err := cs.CoreV1().Pods(guestNS).Get(ctx, hostname, metav1.GetOptions{})
+	pod, err := cs.CoreV1().Pods(ns.guests).Get(ctx, hostname, metav1.GetOptions{})
 	if err != nil {
-		t.Errorf("hostname %q is not a pod in %s: %v", hostname, guestNS, err)
+		t.Errorf("hostname %q is not a pod in %s: %v", hostname, ns.guests, err)
 	} else {
 		owner = checkGuestPod(t, pod, replicas)
 	}
@@ -323,9 +365,9 @@ func checkLogin(ctx context.Context, t *testing.T, cs kubernetes.Interface, k ku
 }
 
 // replicaNames lists the podgate replica pods, of which there must be two.
-func replicaNames(ctx context.Context, t *testing.T, cs kubernetes.Interface) []string {
+func replicaNames(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns namespaces) []string {
 	t.Helper()
-	replicas, err := cs.CoreV1().Pods(podgateNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podgate"})
+	replicas, err := cs.CoreV1().Pods(ns.podgate).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podgate"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,67 +410,14 @@ func checkGuestPod(t *testing.T, pod *corev1.Pod, names []string) string {
 }
 
 // logPodgate puts the replicas' last log lines into a failing test's output.
-func logPodgate(t *testing.T, k kubectl) {
+func logPodgate(t *testing.T, k kubectl, ns namespaces) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, _, err := k.run(ctx, nil, "-n", podgateNS, "logs", "-l", "app.kubernetes.io/name=podgate", "--tail=30", "--prefix")
+	out, _, err := k.run(ctx, nil, "-n", ns.podgate, "logs", "-l", "app.kubernetes.io/name=podgate", "--tail=30", "--prefix")
 	t.Logf("podgate logs (err %v):\n%s", err, out)
-	out, _, _ = k.run(ctx, nil, "get", "pods", "-A", "-o", "wide")
+	out, _, _ = k.run(ctx, nil, "get", "pods", "-n", ns.podgate, "-o", "wide")
 	t.Logf("pods:\n%s", out)
-}
-
-// deleteNamespaces deletes the namespaces and waits until they are gone.
-// Their pods are deleted at once (grace 0): podgate's drain and the guests'
-// idle command would otherwise hold namespace deletion for tens of seconds.
-func deleteNamespaces(ctx context.Context, cs kubernetes.Interface, names ...string) error {
-	zero := int64(0)
-	for _, ns := range names {
-		err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("deleting namespace %s: %w", ns, err)
-		}
-	}
-	for _, ns := range names {
-		err := cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("deleting pods in %s: %w", ns, err)
-		}
-	}
-	for _, ns := range names {
-		if err := waitNamespaceGone(ctx, cs, ns); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// waitNamespaceGone waits for the namespace's deletion through a watch
-// opened before the existence check, so the deletion cannot slip between.
-func waitNamespaceGone(ctx context.Context, cs kubernetes.Interface, ns string) error {
-	for {
-		w, err := cs.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + ns})
-		if err != nil {
-			return fmt.Errorf("watching namespace %s: %w", ns, err)
-		}
-		if _, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			w.Stop()
-			return nil
-		}
-		deleted := false
-		for ev := range w.ResultChan() {
-			if ev.Type == watch.Deleted {
-				deleted = true
-				break
-			}
-		}
-		w.Stop()
-		if deleted {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("waiting for namespace %s to go: %w", ns, ctx.Err())
-		}
-		// The server closed the watch (timeout): open another.
-	}
+	out, _, _ = k.run(ctx, nil, "get", "pods", "-n", ns.guests, "-o", "wide")
+	t.Logf("pods:\n%s", out)
 }

@@ -174,16 +174,16 @@ func find(t *testing.T, docs []doc, kind, name string) doc {
 }
 
 // portForward runs `kubectl port-forward` from a free local port to the SSH
-// port of target (service/podgate or pod/NAME) for the rest of the test, and
-// returns the local port.
-func portForward(ctx context.Context, t *testing.T, k kubectl, target string) string {
+// port of target (service/podgate or pod/NAME in ns.podgate) for the rest of
+// the test, and returns the local port.
+func portForward(ctx context.Context, t *testing.T, k kubectl, ns namespaces, target string) string {
 	t.Helper()
 	pfCtx, stop := context.WithCancel(ctx)
 	remote := "22" // the Service's port
 	if strings.HasPrefix(target, "pod/") {
 		remote = "ssh" // the container's named port
 	}
-	cmd := exec.CommandContext(pfCtx, k.path, "-n", podgateNS,
+	cmd := exec.CommandContext(pfCtx, k.path, "-n", ns.podgate,
 		"port-forward", "--address", "127.0.0.1", target, "0:"+remote)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+k.kubeconfig)
 	stdout, err := cmd.StdoutPipe()

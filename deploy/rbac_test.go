@@ -12,8 +12,10 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// podgateSA is the deployed podgate's identity.
-const podgateSA = "system:serviceaccount:" + podgateNS + ":podgate"
+// serviceAccount is the deployed podgate's identity in ns.
+func serviceAccount(ns namespaces) string {
+	return "system:serviceaccount:" + ns.podgate + ":podgate"
+}
 
 // access is one `kubectl auth can-i` question and the answer the design
 // requires.
@@ -23,55 +25,60 @@ type access struct {
 	allowed                     bool
 }
 
-// rbacMatrix is the least-privilege design of deploy/base/rbac.yaml: rights
-// in the guest namespace only, plus the one host-key Secret. A subresource
-// must be asked with --subresource: kubectl reads "pods/exec" as the pod
-// named exec.
-var rbacMatrix = []access{
-	// What podgate needs, in the guest namespace.
-	{"create", "pods", "", guestNS, true},
-	{"watch", "pods", "", guestNS, true},
-	{"patch", "pods", "", guestNS, true},
-	{"delete", "pods", "", guestNS, true},
-	{"create", "pods", "exec", guestNS, true},
-	{"get", "pods", "exec", guestNS, true},
-	{"create", "pods", "portforward", guestNS, true},
-	{"get", "pods", "portforward", guestNS, true},
-	{"watch", "podtemplates", "", guestNS, true},
-	{"update", "leases.coordination.k8s.io", "", guestNS, true},
-	{"create", "events", "", guestNS, true},
-	// Its host key: get by name; create cannot be limited by name (the
-	// design's one exception, documented in rbac.yaml).
-	{"get", "secrets/podgate-hostkey", "", podgateNS, true},
-	{"create", "secrets", "", podgateNS, true},
-	// Nothing more in the guest namespace.
-	{"get", "pods", "log", guestNS, false},
-	{"get", "secrets", "", guestNS, false},
-	{"create", "podtemplates", "", guestNS, false},
-	{"create", "rolebindings.rbac.authorization.k8s.io", "", guestNS, false},
-	// Nothing in other namespaces.
-	{"get", "pods", "", "default", false},
-	{"list", "pods", "", "kube-system", false},
-	{"create", "pods", "exec", "kube-system", false},
-	{"list", "pods", "", podgateNS, false},
-	{"update", "configmaps", "", podgateNS, false},
-	{"get", "secrets/other", "", podgateNS, false},
-	{"list", "secrets", "", podgateNS, false},
-	{"get", "secrets", "", "kube-system", false},
-	// Nothing cluster-wide.
-	{"list", "secrets", "", "", false},
-	{"list", "pods", "", "", false},
-	{"list", "nodes", "", "", false},
-	{"create", "clusterrolebindings.rbac.authorization.k8s.io", "", "", false},
+// rbacMatrix is the least-privilege design of deploy/base/rbac.yaml,
+// deployed into ns: rights in the guest namespace only, plus the one
+// host-key Secret. A subresource must be asked with --subresource: kubectl
+// reads "pods/exec" as the pod named exec.
+func rbacMatrix(ns namespaces) []access {
+	podgateNS, guestNS := ns.podgate, ns.guests
+	return []access{
+		// What podgate needs, in the guest namespace.
+		{"create", "pods", "", guestNS, true},
+		{"watch", "pods", "", guestNS, true},
+		{"patch", "pods", "", guestNS, true},
+		{"delete", "pods", "", guestNS, true},
+		{"create", "pods", "exec", guestNS, true},
+		{"get", "pods", "exec", guestNS, true},
+		{"create", "pods", "portforward", guestNS, true},
+		{"get", "pods", "portforward", guestNS, true},
+		{"watch", "podtemplates", "", guestNS, true},
+		{"update", "leases.coordination.k8s.io", "", guestNS, true},
+		{"create", "events", "", guestNS, true},
+		// Its host key: get by name; create cannot be limited by name (the
+		// design's one exception, documented in rbac.yaml).
+		{"get", "secrets/podgate-hostkey", "", podgateNS, true},
+		{"create", "secrets", "", podgateNS, true},
+		// Nothing more in the guest namespace.
+		{"get", "pods", "log", guestNS, false},
+		{"get", "secrets", "", guestNS, false},
+		{"create", "podtemplates", "", guestNS, false},
+		{"create", "rolebindings.rbac.authorization.k8s.io", "", guestNS, false},
+		// Nothing in other namespaces.
+		{"get", "pods", "", "default", false},
+		{"list", "pods", "", "kube-system", false},
+		{"create", "pods", "exec", "kube-system", false},
+		{"list", "pods", "", podgateNS, false},
+		{"update", "configmaps", "", podgateNS, false},
+		{"get", "secrets/other", "", podgateNS, false},
+		{"list", "secrets", "", podgateNS, false},
+		{"get", "secrets", "", "kube-system", false},
+		// Nothing cluster-wide.
+		{"list", "secrets", "", "", false},
+		{"list", "pods", "", "", false},
+		{"list", "nodes", "", "", false},
+		{"create", "clusterrolebindings.rbac.authorization.k8s.io", "", "", false},
+	}
 }
 
 // checkRBAC asks the API server, as the deployed ServiceAccount, every
 // question of rbacMatrix, then makes a few real requests impersonating it:
 // the allowed ones succeed and the denied ones are Forbidden. The login in
 // checkLogin already proved the guest-namespace rights by use.
-func checkRBAC(ctx context.Context, t *testing.T, k kubectl, cfg *rest.Config) {
+func checkRBAC(ctx context.Context, t *testing.T, k kubectl, cfg *rest.Config, ns namespaces) {
 	t.Helper()
-	for _, a := range rbacMatrix {
+	podgateNS, guestNS, podgateSA := ns.podgate, ns.guests, serviceAccount(ns)
+	matrix := rbacMatrix(ns)
+	for _, a := range matrix {
 		args := []string{"auth", "can-i", a.verb, a.resource, "--as=" + podgateSA}
 		if a.subresource != "" {
 			args = append(args, "--subresource="+a.subresource)
@@ -131,7 +138,7 @@ func checkRBAC(ctx context.Context, t *testing.T, k kubectl, cfg *rest.Config) {
 			t.Errorf("as %s, %s: err = %v, want Forbidden", podgateSA, what, err)
 		}
 	}
-	t.Logf("RBAC: %d can-i answers and %d impersonated requests as designed", len(rbacMatrix), len(denied)+2)
+	t.Logf("RBAC: %d can-i answers and %d impersonated requests as designed", len(matrix), len(denied)+2)
 }
 
 func sub(s string) string {

@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# Installs the Debian packages podgate's tests use beyond what the cluster
-# harness installs itself: the real OpenSSH clients (ssh, scp, sftp) and
-# tmux (to drive an interactive ssh -tt). Needs root when anything is
-# missing; says what to install otherwise.
+# make deps: installs the Debian packages of every missing host tool on the
+# one list, internal/testenv/hosttools/tools.tsv, read through the hosttools
+# command (the tests read the same list through hosttools.Require). Needs
+# root when anything is missing; says what to install otherwise.
+#
+# make hostcheck (`hack/deps.sh check`): the pre-flight check that `make
+# test` runs after deps: fails naming each missing tool and its package.
+#
+# With KUBECONFIG set, the tests use that cluster, and the local cluster's
+# own tools (containerd, runc, ...) are left out: Debian's containerd could
+# clash with the container runtime already there.
 set -euo pipefail
-need=()
-for pair in openssh-client:/usr/bin/sftp tmux:/usr/bin/tmux procps:/usr/bin/pgrep; do
-  pkg=${pair%%:*} file=${pair#*:}
-  [ -e "$file" ] || need+=("$pkg")
-done
-[ ${#need[@]} -eq 0 ] && exit 0
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+uses=tests,cluster
+if [ -n "${KUBECONFIG:-}" ]; then
+  uses=tests
+fi
+hosttools() { $GO run ./internal/testenv/hosttools/cmd/hosttools -for "$uses" "$@"; }
+if [ "${1:-}" = check ]; then
+  hosttools check
+  exit
+fi
+# Captured first, so that a failing hosttools fails the script.
+missing=$(hosttools missing)
+[ -z "$missing" ] && exit 0
+mapfile -t need <<<"$missing"
 if [ "$(id -u)" != 0 ]; then
   echo "missing Debian packages: apt-get install ${need[*]}" >&2
   exit 1
 fi
+echo "deps: installing ${need[*]}" >&2
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"

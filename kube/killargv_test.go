@@ -4,12 +4,15 @@ import (
 	"os/exec"
 	"strconv"
 	"testing"
+
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 )
 
 // TestKillArgvGoneProcess runs the kill argv under the local /bin/sh: a
 // live process gets the signal, and a process that has already exited
 // counts as delivered instead of failing.
 func TestKillArgvGoneProcess(t *testing.T) {
+	hosttools.Require(t, "sleep", "sh")
 	sleeper := exec.Command("sleep", "30")
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)

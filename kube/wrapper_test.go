@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/scheduler"
 )
 
@@ -63,23 +64,16 @@ func helperMain() int {
 }
 
 // localShells are the POSIX shells on this machine the wrapper must work
-// with: dash (/bin/sh on Debian), BusyBox ash and bash.
+// with: dash (/bin/sh on Debian), BusyBox ash and bash. `make deps`
+// installs all three; a missing one fails the test, naming its package.
 func localShells(t *testing.T) map[string][]string {
 	t.Helper()
-	shells := map[string][]string{}
-	for name, argv := range map[string][]string{
+	hosttools.Require(t, "sh", "busybox", "bash")
+	return map[string][]string{
 		"sh":      {"/bin/sh"},
 		"busybox": {"/bin/busybox", "sh"},
 		"bash":    {"/bin/bash"},
-	} {
-		if _, err := os.Stat(argv[0]); err == nil {
-			shells[name] = argv
-		}
 	}
-	if len(shells) == 0 {
-		t.Skip("no local POSIX shell")
-	}
-	return shells
 }
 
 // runLocally runs the plain wrapper under shell with spec and then extra on
@@ -219,6 +213,7 @@ func randomValue(rng *rand.Rand) string {
 // FuzzSpecRoundTrip checks the quoting property for arbitrary arguments and
 // values under the local /bin/sh. Plain `go test` runs the seeds.
 func FuzzSpecRoundTrip(f *testing.F) {
+	hosttools.Require(f, "sh")
 	f.Add("'; echo pwned #", "$(id)", []byte("in"))
 	f.Add("a\nb", "\x03", []byte{})
 	f.Add(`'\''`, "", []byte("\n"))

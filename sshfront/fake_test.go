@@ -14,11 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/scheduler"
 )
 
 // fakeBackend hands out fakeAttachments. Tests set its fields before the
-// server starts; the recorded identities are read under mu.
+// server starts; what it records is read under mu.
 type fakeBackend struct {
 	settings scheduler.Settings
 	// attachErr, if set, is returned by Attach.
@@ -30,9 +31,12 @@ type fakeBackend struct {
 	// dial, if set, serves DialTCP.
 	dial func(ctx context.Context, port uint16) (net.Conn, error)
 
-	mu         sync.Mutex
+	mu         sync.Mutex // guards the fields below
 	identities []scheduler.Identity
 	closed     int
+	// missingTools are the host tools Run could not find, which the
+	// harness reports when the test ends.
+	missingTools []error
 }
 
 var _ Backend = (*fakeBackend)(nil)
@@ -59,6 +63,25 @@ func (b *fakeBackend) attached() []scheduler.Identity {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]scheduler.Identity(nil), b.identities...)
+}
+
+// hostTool returns the path of a host tool on the host-tool list, and
+// records a missing one so that the harness fails the test naming its
+// Debian package rather than only with the client's "internal error".
+func (b *fakeBackend) hostTool(name string) (string, error) {
+	path, err := hosttools.Path(name)
+	if err != nil {
+		b.mu.Lock()
+		b.missingTools = append(b.missingTools, err)
+		b.mu.Unlock()
+	}
+	return path, err
+}
+
+func (b *fakeBackend) missingToolErrors() []error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]error(nil), b.missingTools...)
 }
 
 func (b *fakeBackend) closedCount() int {
@@ -100,19 +123,21 @@ func (a *fakeAttachment) Run(ctx context.Context, p scheduler.Process) (schedule
 	if a.b.run != nil {
 		return a.b.run(ctx, p)
 	}
-	var argv []string
+	tool, args := "sh", []string(nil)
 	switch p.Kind {
-	case scheduler.KindShell:
-		argv = []string{"/bin/sh"}
 	case scheduler.KindExec:
-		argv = []string{"/bin/sh", "-c", p.Command}
+		args = []string{"-c", p.Command}
 	case scheduler.KindSubsystem:
 		if p.Subsystem != "sftp" {
 			return scheduler.ExitStatus{}, fmt.Errorf("subsystem %q: %w", p.Subsystem, scheduler.ErrUnknownSubsystem)
 		}
-		argv = []string{"/usr/lib/openssh/sftp-server"}
+		tool = "sftp-server"
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	path, err := a.b.hostTool(tool)
+	if err != nil {
+		return scheduler.ExitStatus{}, err
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	for k, v := range p.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)

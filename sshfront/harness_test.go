@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/scheduler"
 	"github.com/podgate/podgate/sshfront/auth"
 )
@@ -103,6 +104,9 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
+		for _, err := range h.backend.missingToolErrors() {
+			t.Errorf("the fake backend: %v", err)
+		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", h.logs.String())
 		}
@@ -125,10 +129,15 @@ func (h *harness) ssh(login, stdin string, opts []string, remote ...string) sshR
 	return h.run("ssh", stdin, nil, args...)
 }
 
-// run runs an OpenSSH binary with options that ignore the user's config and
-// known hosts. A nil env means BatchMode (no prompts at all).
+// run runs an OpenSSH client (ssh, scp or sftp) with options that ignore
+// the user's config and known hosts. A nil env means BatchMode (no prompts
+// at all).
 func (h *harness) run(bin, stdin string, env []string, args ...string) sshResult {
 	h.t.Helper()
+	path, err := hosttools.Path(bin)
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	base := []string{
 		"-F", "/dev/null",
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -139,12 +148,12 @@ func (h *harness) run(bin, stdin string, env []string, args ...string) sshResult
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/usr/bin/"+bin, append(base, args...)...)
+	cmd := exec.CommandContext(ctx, path, append(base, args...)...)
 	cmd.Stdin = bytes.NewBufferString(stdin)
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	err = cmd.Run()
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/scheduler"
 	"github.com/podgate/podgate/sshfront/auth"
 )
@@ -74,7 +75,10 @@ func TestOpenSSHUnknownSubsystem(t *testing.T) {
 	}
 }
 
+// TestOpenSSHSFTPAndSCP copies a file up with scp and back with sftp; the
+// fake backend serves both with the host's sftp-server.
 func TestOpenSSHSFTPAndSCP(t *testing.T) {
+	hosttools.Require(t, "scp", "sftp", "sftp-server")
 	h := newHarness(t)
 	src := filepath.Join(h.dir, "src.txt")
 	data := strings.Repeat("podgate sftp test line\n", 50000) // ~1 MiB: exercises flow control

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
@@ -73,6 +74,7 @@ func keygen(t *testing.T, path string) {
 // environment, and waits for a warm pool.
 func startPodgate(t *testing.T, env *kubetest.Env, extra ...string) *server {
 	t.Helper()
+	hosttools.Require(t, "ssh", "ssh-keygen")
 	dir := t.TempDir()
 	ps, err := podgatetest.Start(context.Background(), podgatetest.Options{
 		Bin: podgateBin, Kubeconfig: kubetest.Kubeconfig(), Namespace: env.Namespace,

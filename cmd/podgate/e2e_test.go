@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
@@ -26,6 +27,7 @@ import (
 // ssh, scp and sftp expects from any host.
 func TestOpenSSH(t *testing.T) {
 	env := kubetest.New(t)
+	hosttools.Require(t, "scp", "sftp")
 	// A reconnect window lets scp's upload and download, two connections,
 	// land in the same pod, as they would on one host.
 	s := startPodgate(t, env, "PODGATE_PORT_FORWARDING=true", "PODGATE_RECONNECT_WINDOW=60s")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/internal/testenv/kubetest"
 )
 
@@ -44,6 +45,7 @@ func (m tmux) waitScreen(want string) string {
 // session with status 3.
 func TestOpenSSHTerminal(t *testing.T) {
 	env := kubetest.New(t)
+	hosttools.Require(t, "tmux", "sh")
 	s := startPodgate(t, env)
 	m := tmux{t: t, session: "podgate-e2e-" + env.Namespace}
 	status := filepath.Join(t.TempDir(), "status")

@@ -6,32 +6,25 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 )
 
-// debianPackages are what the cluster needs from Debian, by command they
-// provide: the container runtime, CNI plugins, firewall tools, and the image
-// tools.
-var debianPackages = map[string]string{
-	"containerd":                  "/usr/bin/containerd",
-	"runc":                        "/usr/sbin/runc",
-	"containernetworking-plugins": "/usr/lib/cni/bridge",
-	"iptables":                    "/usr/sbin/iptables",
-	"conntrack":                   "/usr/sbin/conntrack",
-	"iproute2":                    "/usr/sbin/ip",
-	"umoci":                       "/usr/bin/umoci",
-	"skopeo":                      "/usr/bin/skopeo",
-	"busybox-static":              "/bin/busybox",
-	"debootstrap":                 "/usr/sbin/debootstrap",
-}
-
-// EnsurePackages installs the missing Debian packages when running as root,
+// EnsurePackages installs the Debian packages of the missing tools the
+// cluster needs (those of the host-tool list for "cluster": the container
+// runtime, CNI plugins, firewall tools, image tools) when running as root,
 // and otherwise names them in the error.
 func (o Options) EnsurePackages(ctx context.Context) error {
+	tools, err := hosttools.Load()
+	if err != nil {
+		return err
+	}
 	var missing []string
-	for pkg, file := range debianPackages {
-		if _, err := os.Stat(file); err != nil {
-			missing = append(missing, pkg)
+	for _, t := range tools.Missing(hosttools.ForCluster) {
+		if t.Package != hosttools.NotDebian && !slices.Contains(missing, t.Package) {
+			missing = append(missing, t.Package)
 		}
 	}
 	if len(missing) == 0 {

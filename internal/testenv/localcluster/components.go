@@ -85,7 +85,7 @@ func (o Options) components(ip net.IP) map[string]component {
 	add("kubelet", o.k8sBin("kubelet"), joinFlags(
 		"config", o.path("kubelet", "config.yaml"),
 		"kubeconfig", o.path("kubelet.kubeconfig"),
-		"container-runtime-endpoint", "unix://"+o.containerdSocket(),
+		"container-runtime-endpoint", "unix://"+o.ContainerdSocket(),
 		"hostname-override", NodeName,
 		"node-ip", ip.String(),
 		"root-dir", o.path("kubelet", "root"),

@@ -104,11 +104,13 @@ state = %q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %q
-`, o.path("containerd", "root"), o.path("containerd", "state"), o.containerdSocket(),
+`, o.path("containerd", "root"), o.path("containerd", "state"), o.ContainerdSocket(),
 		PauseImage, o.path("runc"), o.path("cni", "net.d"))
 }
 
-func (o Options) containerdSocket() string { return o.path("containerd", "containerd.sock") }
+// ContainerdSocket is the local cluster's containerd, where images are
+// imported (the deploy test removes the image it imported there).
+func (o Options) ContainerdSocket() string { return o.path("containerd", "containerd.sock") }
 
 // cniConfig is the bridge network. host-local keeps its allocations in
 // the state directory (ipamDir), not in /var/lib/cni: a pod killed with the

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 )
 
 func TestParseRequest(t *testing.T) {
@@ -85,7 +87,10 @@ func fakeComponents() map[string]component {
 	return c
 }
 
+// testOptions is a harness in a temporary state directory, for tests that
+// run fakeComponents.
 func testOptions(t *testing.T) Options {
+	hosttools.Require(t, "sleep")
 	return Options{StateDir: t.TempDir(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 

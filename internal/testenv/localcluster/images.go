@@ -98,7 +98,7 @@ func (o Options) buildImage(ctx context.Context, im image) error {
 // importImages loads every archive into containerd's k8s.io namespace.
 func (o Options) importImages(ctx context.Context) error {
 	for _, im := range o.images() {
-		if _, err := output(ctx, "ctr", "--address", o.containerdSocket(), "-n", "k8s.io",
+		if _, err := output(ctx, "ctr", "--address", o.ContainerdSocket(), "-n", "k8s.io",
 			"images", "import", "--snapshotter", "overlayfs", o.archivePath(im)); err != nil {
 			return fmt.Errorf("importing %s: %w", im.ref, err)
 		}

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 )
 
 // Build compiles ./cmd/podgate into dir and returns the binary's path.
@@ -138,7 +140,11 @@ func FreePort() (string, error) {
 // Keygen writes an unencrypted ed25519 key pair at path and path.pub with
 // the real ssh-keygen, as a user would.
 func Keygen(path string) error {
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path).CombinedOutput(); err != nil {
+	keygen, err := hosttools.Path("ssh-keygen")
+	if err != nil {
+		return err
+	}
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", path).CombinedOutput(); err != nil {
 		return fmt.Errorf("ssh-keygen: %w: %s", err, out)
 	}
 	return nil
@@ -148,6 +154,11 @@ func Keygen(path string) error {
 // ready and (unless opts.WaitIdle < 0) its default pool holds WaitIdle idle
 // pods. On error the process has been stopped.
 func Start(ctx context.Context, opts Options) (*Server, error) {
+	// Users log in with the real OpenSSH client (SSH): a machine without it
+	// fails here, naming the package to install.
+	if err := hosttools.Check("ssh", "ssh-keygen"); err != nil {
+		return nil, err
+	}
 	s := &Server{Dir: opts.Dir, Keys: map[string]string{}, Log: &SafeBuffer{}, exited: make(chan struct{})}
 	if os.Getenv("PODGATE_TEST_LOG") == "1" {
 		s.Log.tee = os.Stderr
