@@ -1,7 +1,6 @@
 package hosttools
 
 import (
-	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -198,7 +197,6 @@ func scanRepo(root string) ([]run, error) {
 // goFile is one parsed file and the names it imports os/exec and hosttools
 // under.
 type goFile struct {
-	rel       string
 	fset      *token.FileSet
 	f         *ast.File
 	execName  string // "" when os/exec is not imported
@@ -216,13 +214,17 @@ type goFile struct {
 func scanGoPackage(root string, paths []string) ([]run, error) {
 	var files []goFile
 	for _, p := range paths {
-		fset := token.NewFileSet()
-		f, err := parser.ParseFile(fset, p, nil, parser.SkipObjectResolution)
+		src, err := os.ReadFile(p)
 		if err != nil {
 			return nil, err
 		}
 		rel, _ := filepath.Rel(root, p)
-		gf := goFile{rel: rel, fset: fset, f: f}
+		fset := token.NewFileSet()
+		f, err := parser.ParseFile(fset, rel, src, parser.SkipObjectResolution)
+		if err != nil {
+			return nil, err
+		}
+		gf := goFile{fset: fset, f: f}
 		for _, imp := range f.Imports {
 			path, _ := strconv.Unquote(imp.Path.Value)
 			name := filepath.Base(path)
@@ -406,5 +408,3 @@ func dedupe(runs []run) []run {
 	}
 	return out
 }
-
-func (r run) String() string { return fmt.Sprintf("%s: %s", r.where, r.tool) }
