@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Proves the harness's lifecycle on this machine: up from nothing, a second
 # up refused, recovery after every harness process is SIGKILLed, and a down
-# that leaves no process, mount, bridge, CNI/KUBE chain or kubepods cgroup.
+# that leaves no process, mount, bridge, CNI/KUBE chain (kube-router's
+# KUBE-ROUTER-*, KUBE-NWPLCY-* and KUBE-POD-FW-* included), kube-router
+# ipset or kubepods cgroup.
 # Leaves no cluster running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,7 @@ leftovers() {
   for t in filter nat mangle; do
     grep -qE '^:(KUBE|CNI)-' <<<"$(iptables-save -t $t 2>/dev/null)" && out+=" iptables-$t"
   done
+  command -v ipset >/dev/null && ipset list -n 2>/dev/null | grep -qE '^(inet6:)?(KUBE-|kube-router)' && out+=" ipsets"
   ls -d /sys/fs/cgroup/*/kubepods >/dev/null 2>&1 && out+=" cgroups"
   [ -e /var/lib/cni/networks/podgate ] && out+=" ip-allocations"
   [ -e "$STATE" ] && out+=" state-dir"

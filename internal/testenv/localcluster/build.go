@@ -57,6 +57,12 @@ func (o Options) EnsureBinaries(ctx context.Context) error {
 			return err
 		}
 	}
+	if _, err := os.Stat(o.kubeRouterBin()); err != nil {
+		o.Log.Info("building kube-router from the Go module proxy", "version", KubeRouterVersion)
+		if err := o.goBuild(ctx, filepath.Join(o.SourceDir, "kuberouterbuild"), "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router", o.kubeRouterBin(), ""); err != nil {
+			return err
+		}
+	}
 	var ld []string
 	for _, p := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
 		ld = append(ld, "-X", p+".gitVersion="+KubernetesVersion, "-X", p+".gitMajor=1",

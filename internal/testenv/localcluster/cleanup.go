@@ -20,7 +20,7 @@ import (
 // the state directory.
 var daemonNames = map[string]bool{
 	"etcd": true, "kube-apiserver": true, "kube-controller-manager": true,
-	"kube-scheduler": true, "kube-proxy": true, "kubelet": true,
+	"kube-scheduler": true, "kube-proxy": true, "kubelet": true, "kube-router": true,
 	"containerd": true, "containerd-shim-runc-v2": true,
 	// A supervisor whose daemons were killed under it.
 	"localcluster": true,
@@ -28,13 +28,13 @@ var daemonNames = map[string]bool{
 
 // Leftovers is what a cleanup found and removed.
 type Leftovers struct {
-	Processes, PodProcesses, Mounts, Cgroups, Chains int
-	Bridge                                           bool
+	Processes, PodProcesses, Mounts, Cgroups, Chains, IPSets int
+	Bridge                                                   bool
 }
 
 func (l Leftovers) String() string {
-	return fmt.Sprintf("%d daemons, %d pod processes, %d mounts, %d cgroups, %d iptables chains, bridge=%v",
-		l.Processes, l.PodProcesses, l.Mounts, l.Cgroups, l.Chains, l.Bridge)
+	return fmt.Sprintf("%d daemons, %d pod processes, %d mounts, %d cgroups, %d iptables chains, %d ipsets, bridge=%v",
+		l.Processes, l.PodProcesses, l.Mounts, l.Cgroups, l.Chains, l.IPSets, l.Bridge)
 }
 
 // Empty reports whether nothing was left behind.
@@ -67,6 +67,10 @@ func (o Options) cleanup(removeState bool) (Leftovers, error) {
 	}
 	c, err := cleanIptables()
 	l.Chains = c
+	errs = append(errs, err)
+	// After the rules: a set that a rule still references cannot go.
+	n, err = destroyIPSets()
+	l.IPSets = n
 	errs = append(errs, err)
 	if removeState {
 		if err := os.RemoveAll(o.StateDir); err != nil {
@@ -298,4 +302,37 @@ func jumpsToOurs(f []string) bool {
 		}
 	}
 	return false
+}
+
+// ourSet reports whether an ipset belongs to the cluster: kube-router's
+// network policy controller names its sets KUBE-SRC-*, KUBE-DST-* and
+// kube-router-*, with an "inet6:" prefix for IPv6.
+func ourSet(name string) bool {
+	name = strings.TrimPrefix(name, "inet6:")
+	return strings.HasPrefix(name, "KUBE-") || strings.HasPrefix(name, "kube-router")
+}
+
+// destroyIPSets destroys the cluster's ipsets, leaving others alone. A
+// machine without the ipset tool has none to destroy.
+func destroyIPSets() (int, error) {
+	if _, err := exec.LookPath("ipset"); err != nil {
+		return 0, nil
+	}
+	out, err := exec.Command("ipset", "list", "-n").Output()
+	if err != nil {
+		return 0, fmt.Errorf("listing ipsets: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, name := range strings.Fields(string(out)) {
+		if !ourSet(name) {
+			continue
+		}
+		if b, err := exec.Command("ipset", "destroy", name).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ipset destroy %s: %v: %s", name, err, b))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }

@@ -95,5 +95,30 @@ func (o Options) components(ip net.IP) map[string]component {
 		"config", o.path("kube-proxy", "config.yaml"),
 		"hostname-override", NodeName,
 	)...)
+	// kube-router runs only its network policy controller (iptables and
+	// ipset), so that NetworkPolicy is enforced on the bridge CNI: no
+	// routing, no service proxy (kube-proxy does that), no CNI config of
+	// its own. It watches as the cluster admin, which is fine for a
+	// throwaway test cluster.
+	add("kube-router", o.kubeRouterBin(), joinFlags(
+		"kubeconfig", o.Kubeconfig(),
+		"hostname-override", NodeName,
+		"run-firewall", "true",
+		"run-router", "false",
+		"run-service-proxy", "false",
+		"run-loadbalancer", "false",
+		"enable-cni", "false",
+		"enable-ibgp", "false",
+		"enable-overlay", "false",
+		"enable-pod-egress", "false",
+		"service-cluster-ip-range", serviceCIDR,
+		"iptables-sync-period", "1m",
+		"health-port", kubeRouterHealthPort,
+		"metrics-port", "0",
+	)...)
 	return c
 }
+
+// kubeRouterHealthPort serves kube-router's /healthz, which answers 200
+// once its informers have synced.
+const kubeRouterHealthPort = "20244"

@@ -149,7 +149,10 @@ const legacyIPAMDir = "/var/lib/cni/networks/podgate"
 
 // kubeletConfig: webhook authn/authz against the cluster CA, no read-only
 // port, cgroupfs on cgroup v1, no swap check, image GC that never collects
-// (imported images cannot be pulled again), and no cluster DNS.
+// (imported images cannot be pulled again), no cluster DNS, and a PID
+// limit per pod (podPidsLimit), so that a fork bomb in one guest pod
+// cannot exhaust the node's PIDs and take the kubelet and every other
+// user's session down with it.
 func (o Options) kubeletConfig() string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -177,11 +180,18 @@ evictionHard:
   nodefs.inodesFree: "1%%"
 resolvConf: /etc/resolv.conf
 maxPods: 250
+podPidsLimit: %d
 serializeImagePulls: false
 nodeStatusUpdateFrequency: 4s
 containerLogMaxSize: 10Mi
-`, o.path("pki", "ca.crt"), o.path("pki", "kubelet-serving.crt"), o.path("pki", "kubelet-serving.key"))
+`, o.path("pki", "ca.crt"), o.path("pki", "kubelet-serving.crt"), o.path("pki", "kubelet-serving.key"), PodPidsLimit)
 }
+
+// PodPidsLimit is the local cluster's kubelet podPidsLimit: processes and
+// threads one pod may have at once. It is far above what a login shell,
+// a build or a test suite needs, and far below the node's pid_max (32768
+// here), which every pod and the cluster's daemons share.
+const PodPidsLimit = 512
 
 func (o Options) kubeProxyConfig() string {
 	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1

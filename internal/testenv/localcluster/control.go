@@ -37,12 +37,13 @@ var controllable = map[string]string{
 	"kube-controller-manager": "",
 	"kube-scheduler":          "",
 	"kube-proxy":              "",
+	"kube-router":             "http://127.0.0.1:" + kubeRouterHealthPort + "/healthz",
 }
 
 // Components lists the daemons that StopComponent and StartComponent
 // accept.
 func Components() []string {
-	return []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
+	return []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kube-router"}
 }
 
 // DefaultMaxDown bounds how long a stopped daemon stays down when the

@@ -1,7 +1,8 @@
 // Package localcluster brings up a real single-node Kubernetes cluster on
 // this machine for podgate's tests, benchmarks and `make run`: etcd,
-// kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy and a
-// kubelet driving containerd and runc, with locally built guest images.
+// kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, a
+// kubelet driving containerd and runc, and kube-router's firewall, which
+// enforces NetworkPolicy, with locally built guest images.
 //
 // Everything comes from the Go module proxy (the Kubernetes and etcd
 // binaries, built once and cached by version) and Debian packages
@@ -29,6 +30,11 @@ import (
 const (
 	KubernetesVersion = "v1.33.13"
 	EtcdVersion       = "v3.5.21"
+	// KubeRouterVersion is the NetworkPolicy enforcer (its firewall
+	// only). It is the one version the Go module proxy serves here;
+	// security advisories are reported against it, which is acceptable
+	// for an enforcer on a throwaway test cluster (see kuberouterbuild).
+	KubeRouterVersion = "v2.1.0"
 )
 
 // Fixed network settings of the one cluster a machine can run.
@@ -94,6 +100,10 @@ func (o Options) k8sBin(name string) string {
 
 func (o Options) etcdBin() string {
 	return filepath.Join(o.CacheDir, "bin", "etcd-"+EtcdVersion, "etcd")
+}
+
+func (o Options) kubeRouterBin() string {
+	return filepath.Join(o.CacheDir, "bin", "kube-router-"+KubeRouterVersion, "kube-router")
 }
 
 // KubectlPath is the cached kubectl matching the cluster's version.

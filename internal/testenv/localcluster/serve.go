@@ -149,6 +149,14 @@ func (o Options) Serve(ctx context.Context, lockFile *os.File) error {
 	if err := o.waitNodeReady(ctx); err != nil {
 		return fmt.Errorf("waiting for the node: %w", err)
 	}
+	// kube-router reads the Node object once at start (for the node's
+	// address) and exits when it does not exist yet.
+	if err := start("kube-router"); err != nil {
+		return err
+	}
+	if err := o.waitHTTP(ctx, d.list(), controllable["kube-router"]); err != nil {
+		return fmt.Errorf("waiting for kube-router: %w", err)
+	}
 	o.Log.Info("cluster ready", "after", time.Since(t0).Round(time.Millisecond), "kubeconfig", o.Kubeconfig())
 	if err := writeFile(o.readyPath(), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return err
