@@ -66,10 +66,20 @@ type conn struct {
 	failureShown     chan struct{}
 	failureShownOnce sync.Once
 
+	// active is when session I/O or forwarded traffic last moved, for the
+	// idle timeout (see limits.go).
+	active activity
+	// sessionsLive counts sessions not yet ended; Add only under mu while
+	// cutReason is empty, so that cutAll's Wait never races an Add.
+	sessionsLive sync.WaitGroup
+
 	// mu protects the following.
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	nSession int // sessions started so far, for numbering
+	// cutReason is set when a limit ended the connection; no session
+	// starts after that.
+	cutReason string
 }
 
 // handle runs one accepted connection to its end.
@@ -242,6 +252,7 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 		c.runAttach(ctx, regErr)
 	}()
 	c.wg.Go(func() { c.globalRequests(reqs) })
+	c.wg.Go(func() { c.enforceLimits(ctx) })
 	if c.srv.cfg.KeepaliveInterval > 0 {
 		c.wg.Go(func() { c.keepalive(ctx) })
 	}
@@ -249,10 +260,10 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 	for nch := range chans {
 		switch nch.ChannelType() {
 		case "session":
-			s := c.newSession()
+			s, refusal := c.newSession()
 			if s == nil {
-				c.srv.log.Warn("too many sessions on connection", "conn_id", c.connID)
-				_ = nch.Reject(ssh.ResourceShortage, "too many sessions on this connection")
+				c.srv.log.Warn("refused session", "conn_id", c.connID, "reason", refusal)
+				_ = nch.Reject(ssh.ResourceShortage, refusal)
 				continue
 			}
 			c.wg.Go(func() { s.serve(ctx, nch) })
@@ -282,7 +293,7 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 		}
 	}
 	c.mu.Lock()
-	nSession := c.nSession
+	nSession, cut := c.nSession, c.cutReason
 	c.mu.Unlock()
 	attrs := []any{
 		"conn_id", c.connID, "authenticated", true, "user", c.id.User, "profile", profile,
@@ -292,6 +303,9 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 	}
 	if attErr != nil {
 		attrs = append(attrs, "refused", scheduler.UserMessage(attErr))
+	}
+	if cut != "" {
+		attrs = append(attrs, "cut", cut)
 	}
 	c.srv.audit.Info("connection", attrs...)
 }
@@ -395,24 +409,40 @@ func (c *conn) keepalive(ctx context.Context) {
 	}
 }
 
-// newSession registers a new session, or returns nil when the connection
-// already has maxSessionsPerConn open.
-func (c *conn) newSession() *session {
+// newSession registers a new session, or returns nil and the reason for
+// the client when the connection already has maxSessionsPerConn open or
+// is being closed at a limit.
+func (c *conn) newSession() (*session, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.sessions) >= maxSessionsPerConn {
-		return nil
+	switch {
+	case c.cutReason != "":
+		return nil, "this connection is being closed"
+	case len(c.sessions) >= maxSessionsPerConn:
+		return nil, "too many sessions on this connection"
 	}
 	c.nSession++
 	s := &session{c: c, num: c.nSession, log: c.srv.log.With("conn_id", c.connID, "session", c.nSession)}
 	c.sessions[s] = struct{}{}
-	return s
+	c.sessionsLive.Add(1)
+	return s, ""
 }
 
 func (c *conn) endSession(s *session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.sessions, s)
+	c.sessionsLive.Done()
+}
+
+// notifyTerminals shows msg on every session of the connection that has a
+// terminal: warnings are for people, not for scripts reading stderr.
+func (c *conn) notifyTerminals(msg string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for s := range c.sessions {
+		s.notifyTerminal(msg)
+	}
 }
 
 // notifyAll shows msg on every session of the connection.

@@ -54,7 +54,8 @@ func (c *conn) forward(ctx context.Context, nch ssh.NewChannel) {
 	}
 	go ssh.DiscardRequests(reqs)
 	c.srv.log.Info("port forwarding", "conn_id", c.connID, "port", port)
-	pipe(ctx, ch, target)
+	c.active.touch()
+	pipe(ctx, ch, target, &c.active)
 }
 
 func forwardHostAllowed(host string, att scheduler.Attachment) bool {
@@ -72,8 +73,9 @@ type closeWriter interface {
 }
 
 // pipe copies both ways, passing each side's EOF on as a half-close, until
-// both directions are done or ctx ends.
-func pipe(ctx context.Context, ch ssh.Channel, target net.Conn) {
+// both directions are done or ctx ends. Every byte counts as activity on
+// the connection, so a forward in use keeps it from the idle timeout.
+func pipe(ctx context.Context, ch ssh.Channel, target net.Conn, active *activity) {
 	stop := context.AfterFunc(ctx, func() {
 		ch.Close()
 		target.Close()
@@ -88,8 +90,8 @@ func pipe(ctx context.Context, ch ssh.Channel, target net.Conn) {
 		}
 	}
 	wg.Add(2)
-	go half(target, ch)
-	go half(ch, target)
+	go half(target, activityReader{r: ch, active: active})
+	go half(ch, activityReader{r: target, active: active})
 	wg.Wait()
 	ch.Close()
 	target.Close()

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -38,9 +37,6 @@ type session struct {
 	env     []envVar
 	resize  chan scheduler.WindowSize
 	signals chan string
-	// lastActive is the UnixNano time of the last byte in either direction;
-	// the idle watcher reads it when its timer fires.
-	lastActive atomic.Int64
 
 	// notices tracks asynchronous server messages (NotifyAll, warnings).
 	notices sync.WaitGroup
@@ -50,6 +46,10 @@ type session struct {
 	noticeW  io.Writer // stderr, or the terminal once a pty is known
 	nl       string    // "\n", or "\r\n" on a terminal
 	finished bool      // no more notices once the exit status is being sent
+	// cutReason is set when a connection limit ends the session;
+	// cancelRun ends its running process (nil until it runs).
+	cutReason string
+	cancelRun context.CancelFunc
 }
 
 type envVar struct{ name, value string }
@@ -99,7 +99,7 @@ func (s *session) serve(ctx context.Context, nch ssh.NewChannel) {
 		return
 	}
 	startedAt := time.Now()
-	s.lastActive.Store(startedAt.UnixNano())
+	s.c.active.touch()
 	if s.pty != nil {
 		s.setNoticeWriter(ch, "\r\n")
 	}
@@ -132,37 +132,62 @@ func (s *session) serve(ctx context.Context, nch ssh.NewChannel) {
 	s.finish(rec.status)
 }
 
-// run hands the process to the attachment with the idle and session-length
-// watcher running beside it.
+// run hands the process to the attachment; a connection limit (see
+// limits.go) may cut it through cancelRun. It returns the exit status and
+// the reason the session was cut, if it was.
 func (s *session) run(ctx context.Context, att scheduler.Attachment, st startReq) (scheduler.ExitStatus, string, error) {
 	settings := att.Settings()
+	active := &s.c.active
 	p := scheduler.Process{
 		Kind:      st.kind,
 		Command:   st.command,
 		Subsystem: st.subsystem,
 		Env:       s.filterEnv(settings.AllowEnv),
 		Pty:       s.pty,
-		Stdin:     activityReader{r: s.ch, last: &s.lastActive},
-		Stdout:    activityWriter{w: s.ch, last: &s.lastActive},
-		Stderr:    activityWriter{w: s.ch.Stderr(), last: &s.lastActive},
+		Stdin:     activityReader{r: s.ch, active: active},
+		Stdout:    activityWriter{w: s.ch, active: active},
+		Stderr:    activityWriter{w: s.ch.Stderr(), active: active},
 		Resize:    s.resize,
 		Signals:   s.signals,
 	}
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
-	var cut string
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		cut = s.watch(runCtx, settings, cancelRun)
-	}()
+	s.mu.Lock()
+	s.cancelRun = cancelRun
+	cut := s.cutReason
+	s.mu.Unlock()
+	if cut != "" {
+		return scheduler.ExitStatus{Code: 1}, cut, nil
+	}
 	status, err := att.Run(runCtx, p)
-	cancelRun()
-	<-watchDone
+	s.mu.Lock()
+	s.cancelRun = nil
+	cut = s.cutReason
+	s.mu.Unlock()
 	if err != nil {
 		status = scheduler.ExitStatus{Code: 1}
 	}
+	if cut != "" {
+		status = scheduler.ExitStatus{Code: 1}
+	}
 	return status, cut, err
+}
+
+// cut ends the session for a connection limit: msg is its last line, and
+// its process, if running, is cancelled.
+func (s *session) cut(reason, msg string) {
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return
+	}
+	s.cutReason = reason
+	cancel := s.cancelRun
+	s.mu.Unlock()
+	s.notify(msg)
+	if cancel != nil {
+		cancel()
+	}
 }
 
 // filterEnv keeps the variables the profile allows and logs the others by
@@ -211,6 +236,16 @@ func (s *session) writeLine(msg string) {
 	w, nl := s.noticeW, s.nl
 	s.mu.Unlock()
 	_, _ = io.WriteString(w, msg+nl)
+}
+
+// notifyTerminal is notify for a session with a terminal only.
+func (s *session) notifyTerminal(msg string) {
+	s.mu.Lock()
+	tty := s.nl == "\r\n"
+	s.mu.Unlock()
+	if tty {
+		s.notify(msg)
+	}
 }
 
 // notify writes a server message without blocking the caller; on a
@@ -381,27 +416,27 @@ func (s *session) auditLine(r sessionRecord) {
 // activityReader and activityWriter record when bytes last moved, for the
 // idle timeout, without adding any buffering.
 type activityReader struct {
-	r    io.Reader
-	last *atomic.Int64
+	r      io.Reader
+	active *activity
 }
 
 func (a activityReader) Read(p []byte) (int, error) {
 	n, err := a.r.Read(p)
 	if n > 0 {
-		a.last.Store(time.Now().UnixNano())
+		a.active.touch()
 	}
 	return n, err
 }
 
 type activityWriter struct {
-	w    io.Writer
-	last *atomic.Int64
+	w      io.Writer
+	active *activity
 }
 
 func (a activityWriter) Write(p []byte) (int, error) {
 	n, err := a.w.Write(p)
 	if n > 0 {
-		a.last.Store(time.Now().UnixNano())
+		a.active.touch()
 	}
 	return n, err
 }
