@@ -233,9 +233,9 @@ func (e *Executor) resolveContainer(ctx context.Context, pod scheduler.PodRef) (
 // is added and the user is told the cluster is unavailable rather than
 // given an internal error.
 func (e *Executor) streamError(pod scheduler.PodRef, op string, err error) error {
-	gone, readErr := e.podState(pod)
+	gone, why, readErr := e.podState(pod)
 	if gone {
-		return fmt.Errorf("%s in pod %s/%s: %w: %w", op, pod.Namespace, pod.Name, scheduler.ErrPodGone, err)
+		return podGoneError(pod, op, why, err)
 	}
 	if readErr != nil {
 		return fmt.Errorf("%s in pod %s/%s: %w (reading the pod: %v): %w", op, pod.Namespace, pod.Name, err, readErr, scheduler.ErrClusterUnavailable)
@@ -244,28 +244,30 @@ func (e *Executor) streamError(pod scheduler.PodRef, op string, err error) error
 }
 
 // podGone reports whether the pod is missing, terminating, finished, or no
-// longer runs the container. An unreadable pod counts as present: the
-// caller then reports the original error rather than a guess.
-func (e *Executor) podGone(pod scheduler.PodRef) bool {
-	gone, _ := e.podState(pod)
-	return gone
+// longer runs the container, and the plain reason when the cluster ended
+// it (see goneReason). An unreadable pod counts as present: the caller
+// then reports the original error rather than a guess.
+func (e *Executor) podGone(pod scheduler.PodRef) (bool, string) {
+	gone, why, _ := e.podState(pod)
+	return gone, why
 }
 
 // podState is podGone, also returning the error when the pod could not be
 // read at all.
-func (e *Executor) podState(pod scheduler.PodRef) (bool, error) {
+func (e *Executor) podState(pod scheduler.PodRef) (bool, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	p, err := e.pods.Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return true, nil
+		return true, "", nil
 	}
 	if err != nil {
 		e.log.Debug("reading pod to classify a stream error", "pod", pod.Namespace+"/"+pod.Name, "err", err)
-		return false, err
+		return false, "", err
 	}
+	why := goneReason(p)
 	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return true, nil
+		return true, why, nil
 	}
 	container := pod.Container
 	if container == "" && len(p.Spec.Containers) > 0 {
@@ -276,14 +278,14 @@ func (e *Executor) podState(pod scheduler.PodRef) (bool, error) {
 		inSpec = inSpec || c.Name == container
 	}
 	if !inSpec {
-		return true, nil
+		return true, why, nil
 	}
 	for _, cs := range p.Status.ContainerStatuses {
 		if cs.Name == container {
-			return cs.State.Running == nil, nil
+			return cs.State.Running == nil, why, nil
 		}
 	}
-	return false, nil
+	return false, why, nil
 }
 
 // exitStatus turns a finished stream's result into an exit status.
@@ -311,8 +313,8 @@ func (e *Executor) exitStatus(pod scheduler.PodRef, result error, sent map[int]b
 		st.Signal = signalName(n)
 		return st, nil
 	}
-	if e.podGone(pod) {
-		return st, fmt.Errorf("running command in pod %s/%s: %w: exit code %d", pod.Namespace, pod.Name, scheduler.ErrPodGone, st.Code)
+	if gone, why := e.podGone(pod); gone {
+		return st, podGoneError(pod, "running command", why, fmt.Errorf("exit code %d", st.Code))
 	}
 	return st, nil
 }

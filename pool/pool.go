@@ -64,7 +64,7 @@ type Options struct {
 	LivenessRenew         time.Duration
 
 	ReadyTimeout         time.Duration // not Ready by then: deleted (default 2m)
-	MaxIdleAge           time.Duration // idle pods older are replaced (default 24h)
+	MaxIdleAge           time.Duration // idle pods older are replaced; 0 keeps them forever
 	MaxConcurrentCreates int           // default 10
 	MaxStarting          int           // pods starting at once per profile, default 20; see starting.go
 	PrepareConcurrency   int           // default 4
@@ -95,7 +95,6 @@ func (o *Options) setDefaults() {
 	def(&o.LivenessLeaseDuration, 15*time.Second)
 	def(&o.LivenessRenew, o.LivenessLeaseDuration/3)
 	def(&o.ReadyTimeout, 2*time.Minute)
-	def(&o.MaxIdleAge, 24*time.Hour)
 	def(&o.BackoffBase, 2*time.Second)
 	def(&o.BackoffMax, 2*time.Minute)
 	def(&o.ShrinkAfter, 10*time.Minute)

@@ -140,7 +140,7 @@ func (p *Pool) view(prof *profile.Profile, now time.Time) view {
 			p.recordFailureLocked(prof, pod, failTimeout, now)
 			p.mu.Unlock()
 			v.doomed = append(v.doomed, doomed{pod, ReasonReadinessTimeout})
-		case age > p.opts.MaxIdleAge:
+		case p.opts.MaxIdleAge > 0 && age > p.opts.MaxIdleAge:
 			v.doomed = append(v.doomed, doomed{pod, "idle too long"})
 		default:
 			v.fresh = append(v.fresh, pod)

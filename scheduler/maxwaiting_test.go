@@ -66,3 +66,35 @@ func TestMaxWaiting(t *testing.T) {
 		}
 	})
 }
+
+// TestMaxWaitZeroRefusesAtOnce: PODGATE_MAX_WAIT=0s means a login that
+// finds no idle pod is refused at once, without creating a pod, and one
+// that finds an idle pod is served as usual.
+func TestMaxWaitZeroRefusesAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pol := policy("default")
+		pol.MaxWait = 0
+		pools := newFakePools(pol)
+		pools.gate = make(chan struct{}) // a Create would block here
+		s, err := New(pools, &fakeExecer{}, clock.RealClock{}, slog.New(slog.NewTextHandler(io.Discard, nil)),
+			prometheus.NewRegistry(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Attach(context.Background(), id("a", ""), nil); !errors.Is(err, ErrAtCapacity) {
+			t.Fatalf("login with no idle pod and MaxWait 0: %v, want ErrAtCapacity at once", err)
+		}
+		if n := pools.heldCount(); n != 0 {
+			t.Fatalf("%d pods created for a refused login", n)
+		}
+		pools.mu.Lock()
+		pools.idle = 1
+		pools.mu.Unlock()
+		a, err := s.Attach(context.Background(), id("b", ""), nil)
+		if err != nil {
+			t.Fatalf("login with an idle pod and MaxWait 0: %v", err)
+		}
+		_ = a.Close()
+		<-pools.released
+	})
+}

@@ -217,7 +217,7 @@ func (s *Scheduler) takeLocked(counts map[string]int, key string) func() {
 
 // obtain claims a warm pod or, on a miss, creates a cold one and waits for
 // it, telling the user their place and the elapsed time every
-// ProgressEvery.
+// ProgressEvery. A profile whose MaxWait is zero refuses a miss at once.
 func (s *Scheduler) obtain(ctx context.Context, pol Policy, c Claim, progress Progress) (*Pod, error) {
 	start := s.clock.Now()
 	defer func() { s.metrics.phase.WithLabelValues("claim").Observe(s.clock.Since(start).Seconds()) }()
@@ -227,6 +227,10 @@ func (s *Scheduler) obtain(ctx context.Context, pol Policy, c Claim, progress Pr
 	}
 	if !errors.Is(err, ErrNoIdlePod) {
 		return nil, err
+	}
+	if pol.MaxWait <= 0 {
+		// A zero wait means what it says: no idle pod, no pod.
+		return nil, fmt.Errorf("profile %q has no idle pod and a max wait of 0s: %w", pol.Name, ErrAtCapacity)
 	}
 	t, ok := s.enqueue(pol.Name)
 	if !ok {

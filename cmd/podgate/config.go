@@ -121,12 +121,14 @@ type ProfileConfig struct {
 	Shell           []string       `env:"SHELL" envSeparator:" " envDefault:"/bin/bash -l" desc:"Command run for an interactive login (ssh host), as space-separated words."`
 	ExecWrapper     []string       `env:"EXEC_WRAPPER" envSeparator:" " envDefault:"/bin/sh -c" desc:"Command that runs a user's exec request (ssh host CMD), as space-separated words; the user's command is appended as one argument."`
 	SFTPPath        string         `env:"SFTP_PATH" envDefault:"/usr/lib/openssh/sftp-server" desc:"Path of the SFTP server inside the image, run for the sftp subsystem; none disables SFTP."`
-	EnvAllow        []string       `env:"ENV_ALLOW" envDefault:"LANG,LC_*" desc:"Comma-separated variable names a client may pass with SendEnv; a trailing * matches a prefix."`
+	EnvAllow        []string       `env:"ENV_ALLOW" envDefault:"LANG,LC_*" desc:"Comma-separated variable names a client may pass with SendEnv; a trailing * matches a prefix. PodTemplate profiles inherit it unless they set podgate.io/env-allow."`
 	PortForwarding  bool           `env:"PORT_FORWARDING" envDefault:"false" desc:"Whether users may forward ports into their pod (ssh -L and -D)."`
-	IdleTimeout     time.Duration  `env:"IDLE_TIMEOUT" envDefault:"30m" min:"0s" desc:"A session with no input or output for this long is closed; 0s means never."`
-	MaxSession      time.Duration  `env:"MAX_SESSION" envDefault:"8h" min:"0s" desc:"Longest a connection may last before it is closed; 0s means no limit."`
-	MaxWait         time.Duration  `env:"MAX_WAIT" envDefault:"60s" min:"0s" desc:"How long a login may wait for a pod when none is free before it is refused; 0s refuses at once."`
+	IdleTimeout     time.Duration  `env:"IDLE_TIMEOUT" envDefault:"30m" min:"0s" desc:"A connection whose sessions and forwarded ports move no byte for this long is closed, including one with no session at all (ssh -N); 0s means never. PodTemplate profiles inherit it unless they set podgate.io/idle-timeout."`
+	MaxSession      time.Duration  `env:"MAX_SESSION" envDefault:"8h" min:"0s" desc:"Longest a connection may last, sessions and forwarded ports included, before it is closed; 0s means no limit. PodTemplate profiles inherit it unless they set podgate.io/max-session."`
+	MaxWait         time.Duration  `env:"MAX_WAIT" envDefault:"60s" min:"0s" desc:"How long a login may wait for a pod when none is free before it is refused; 0s refuses at once. PodTemplate profiles inherit it unless they set podgate.io/max-wait."`
 	ReconnectWindow time.Duration  `env:"RECONNECT_WINDOW" envDefault:"0s" min:"0s" desc:"In connection mode, how long a user's pod is kept after disconnecting so that a reconnect lands in the same pod; 0s deletes it at once."`
+	GuestHome       string         `env:"GUEST_HOME" envDefault:"/home/user" desc:"Home directory of the guest user in PODGATE_IMAGE; podgate mounts an emptyDir there, sized to PODGATE_POD_EPHEMERAL_STORAGE_LIMIT, so that it is writable on a read-only root. none mounts nothing."`
+	ReadOnlyRoot    bool           `env:"READ_ONLY_ROOT" envDefault:"true" desc:"Whether the guest container's root filesystem is read-only; home, /tmp and /var/tmp stay writable as size-limited emptyDirs. Set false for an image that must write elsewhere."`
 }
 
 // PoolConfig tunes how the warm pools create, age and share pods between
@@ -143,13 +145,13 @@ type PoolConfig struct {
 // LimitsConfig bounds what users can take: pods per user, queue length and
 // the resources of each guest container.
 type LimitsConfig struct {
-	MaxPodsPerUser int               `env:"MAX_PODS_PER_USER" envDefault:"3" min:"0" desc:"Pods one user may hold at once in one profile, across connections (a profile's podgate.io/max-per-user annotation overrides it); 0 means no per-user limit."`
+	MaxPodsPerUser int               `env:"MAX_PODS_PER_USER" envDefault:"3" min:"0" desc:"Pods one user may hold at once in one profile, across connections (PodTemplate profiles inherit it unless they set podgate.io/max-per-user); 0 means no per-user limit."`
 	MaxWaiting     int               `env:"MAX_WAITING" envDefault:"100" min:"0" desc:"Logins allowed to queue for a pod at once; beyond this, logins are refused at once."`
-	CPURequest     resource.Quantity `env:"POD_CPU_REQUEST" envDefault:"100m" desc:"CPU requested by each guest container, as a Kubernetes quantity."`
-	CPULimit       resource.Quantity `env:"POD_CPU_LIMIT" envDefault:"1" desc:"CPU limit of each guest container, as a Kubernetes quantity."`
-	MemoryRequest  resource.Quantity `env:"POD_MEMORY_REQUEST" envDefault:"128Mi" desc:"Memory requested by each guest container, as a Kubernetes quantity."`
-	MemoryLimit    resource.Quantity `env:"POD_MEMORY_LIMIT" envDefault:"512Mi" desc:"Memory limit of each guest container, as a Kubernetes quantity."`
-	EphemeralLimit resource.Quantity `env:"POD_EPHEMERAL_STORAGE_LIMIT" envDefault:"1Gi" desc:"Local disk a guest container may write before it is evicted, as a Kubernetes quantity."`
+	CPURequest     resource.Quantity `env:"POD_CPU_REQUEST" envDefault:"100m" desc:"CPU requested by each guest container, as a Kubernetes quantity; containers of PodTemplate profiles that state no CPU request get it too."`
+	CPULimit       resource.Quantity `env:"POD_CPU_LIMIT" envDefault:"1" desc:"CPU limit of each guest container, as a Kubernetes quantity; containers of PodTemplate profiles that state no CPU limit get it too."`
+	MemoryRequest  resource.Quantity `env:"POD_MEMORY_REQUEST" envDefault:"128Mi" desc:"Memory requested by each guest container, as a Kubernetes quantity; containers of PodTemplate profiles that state no memory request get it too."`
+	MemoryLimit    resource.Quantity `env:"POD_MEMORY_LIMIT" envDefault:"512Mi" desc:"Memory limit of each guest container, as a Kubernetes quantity; containers of PodTemplate profiles that state no memory limit get it too."`
+	EphemeralLimit resource.Quantity `env:"POD_EPHEMERAL_STORAGE_LIMIT" envDefault:"1Gi" desc:"Local disk a guest pod may fill (its writable layer, logs, home, /tmp and /var/tmp together) before the kubelet evicts it, as a Kubernetes quantity; each of those emptyDirs is capped at it too. PodTemplate profiles inherit it unless they set podgate.io/ephemeral-storage-limit; 0 sets no limit."`
 }
 
 // LogFormat selects the slog handler.
@@ -189,6 +191,9 @@ const (
 
 // SFTPNone is the PODGATE_SFTP_PATH value that disables the sftp subsystem.
 const SFTPNone = "none"
+
+// HomeNone is the PODGATE_GUEST_HOME value that mounts no home volume.
+const HomeNone = "none"
 
 // OpsConfig configures what operators see: logs, the audit trail, metrics and
 // health, and shutdown.

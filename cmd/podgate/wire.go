@@ -79,6 +79,10 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	if sftp == SFTPNone {
 		sftp = "-"
 	}
+	home := cfg.Profile.GuestHome
+	if home == HomeNone {
+		home = ""
+	}
 	def, err := profile.FromConfig(profile.DefaultProfileConfig{
 		Image: cfg.Profile.Image, IdleCommand: cfg.Profile.IdleCommand,
 		PoolMin: cfg.Profile.PoolMin, PoolMax: cfg.Profile.PoolMax, NoGrow: !cfg.Profile.PoolGrow, Mode: cfg.Profile.Mode,
@@ -89,6 +93,7 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 		MaxPerUser: cfg.Limits.MaxPodsPerUser,
 		CPURequest: cfg.Limits.CPURequest.String(), CPULimit: cfg.Limits.CPULimit.String(),
 		MemRequest: cfg.Limits.MemoryRequest.String(), MemLimit: cfg.Limits.MemoryLimit.String(),
+		EphemeralLimit: cfg.Limits.EphemeralLimit.String(), Home: home, ReadOnlyRoot: cfg.Profile.ReadOnlyRoot,
 	})
 	if err != nil {
 		return nil, err

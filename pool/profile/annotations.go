@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/podgate/podgate/scheduler"
@@ -39,6 +41,14 @@ const (
 	AnnReconnectWindow = "podgate.io/reconnect-window"
 	AnnMaxPerUser      = "podgate.io/max-per-user"
 	AnnMaxConnections  = "podgate.io/max-connections"
+	// AnnEphemeralStorage is the ephemeral-storage limit of the pod's
+	// containers and the size of its writable emptyDirs (see Disk).
+	AnnEphemeralStorage = "podgate.io/ephemeral-storage-limit"
+	// AnnHome is the guest user's home directory, made a size-limited
+	// emptyDir.
+	AnnHome = "podgate.io/home"
+	// AnnReadOnlyRoot mounts the first container's root read-only.
+	AnnReadOnlyRoot = "podgate.io/read-only-root-filesystem"
 
 	AnnAllowRoot                = "podgate.io/allow-root"
 	AnnAllowServiceAccountToken = "podgate.io/allow-service-account-token"
@@ -63,20 +73,24 @@ func (e *AnnotationError) Error() string {
 
 func (e *AnnotationError) Unwrap() error { return e.Err }
 
-// FromPodTemplate parses a PodTemplate into a profile. It never panics; on
-// bad input it returns an error naming the annotation and the problem, and
-// the caller marks the profile invalid.
-func FromPodTemplate(pt *corev1.PodTemplate) (*Profile, error) {
+// FromPodTemplate parses a PodTemplate into a profile that inherits d
+// (the idle timeout, maximum length and wait, per-user limit, variable
+// allowlist, resources and disk limit) wherever its annotations and
+// containers say nothing. It never panics; on bad input it returns an
+// error naming the annotation and the problem, and the caller marks the
+// profile invalid.
+func FromPodTemplate(pt *corev1.PodTemplate, d Defaults) (*Profile, error) {
 	name := pt.Labels[LabelProfile]
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
 		return nil, fmt.Errorf("podtemplate %q: label %s=%q: %s", pt.Name, LabelProfile, name, strings.Join(errs, "; "))
 	}
 	p := &Profile{
-		Policy:   scheduler.Policy{Name: name},
+		Policy:   d.policy(name),
 		Template: *pt.Template.DeepCopy(),
 		Source:   "podtemplate/" + pt.Name,
 	}
-	loose, err := parseAnnotations(p, pt.Annotations)
+	disk := Disk{Limit: d.DiskLimit}
+	loose, err := parseAnnotations(p, &disk, pt.Annotations)
 	if err != nil {
 		var ae *AnnotationError
 		if errors.As(err, &ae) {
@@ -85,7 +99,7 @@ func FromPodTemplate(pt *corev1.PodTemplate) (*Profile, error) {
 		return nil, err
 	}
 	keepAlive(&p.Template.Spec)
-	if err := finish(p, loose); err != nil {
+	if err := finish(p, loose, d.Resources, disk); err != nil {
 		return nil, fmt.Errorf("podtemplate %q: %w", pt.Name, err)
 	}
 	return p, nil
@@ -106,7 +120,7 @@ func keepAlive(s *corev1.PodSpec) {
 
 // parseAnnotations reads every podgate.io/ annotation into p. Unknown keys
 // under the prefix are errors, so a typo never silently means "default".
-func parseAnnotations(p *Profile, ann map[string]string) (Loosening, error) {
+func parseAnnotations(p *Profile, disk *Disk, ann map[string]string) (Loosening, error) {
 	var l Loosening
 	// Sorted so that the first error reported is deterministic.
 	for _, k := range slices.Sorted(maps.Keys(ann)) {
@@ -117,14 +131,14 @@ func parseAnnotations(p *Profile, ann map[string]string) (Loosening, error) {
 		if len(v) > maxAnnotationLen {
 			return l, &AnnotationError{Key: k, Err: fmt.Errorf("value is %d bytes, limit %d", len(v), maxAnnotationLen)}
 		}
-		if err := parseOne(p, &l, k, strings.TrimSpace(v)); err != nil {
+		if err := parseOne(p, &l, disk, k, strings.TrimSpace(v)); err != nil {
 			return l, &AnnotationError{Key: k, Err: err}
 		}
 	}
 	return l, nil
 }
 
-func parseOne(p *Profile, l *Loosening, k, v string) error {
+func parseOne(p *Profile, l *Loosening, disk *Disk, k, v string) error {
 	var err error
 	switch k {
 	case AnnPoolMin:
@@ -164,6 +178,12 @@ func parseOne(p *Profile, l *Loosening, k, v string) error {
 		p.AllowedUsers, err = parseUsers(v)
 	case AnnEnvAllow:
 		p.EnvAllow, err = parseEnvNames(v)
+	case AnnEphemeralStorage:
+		disk.Limit, err = parseDiskLimit(v)
+	case AnnHome:
+		disk.Home, err = parseHome(v)
+	case AnnReadOnlyRoot:
+		disk.ReadOnlyRoot, err = strconv.ParseBool(v)
 	case AnnAllowRoot:
 		l.Root, err = strconv.ParseBool(v)
 	case AnnAllowServiceAccountToken:
@@ -200,6 +220,28 @@ func parseDuration(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("%s is outside 0..720h", d)
 	}
 	return d, nil
+}
+
+// parseDiskLimit reads a Kubernetes quantity such as 512Mi; "0" sets no
+// limit.
+func parseDiskLimit(v string) (resource.Quantity, error) {
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return q, fmt.Errorf("%q is not a quantity such as 512Mi or 2Gi", v)
+	}
+	if q.Sign() < 0 {
+		return q, fmt.Errorf("%s is negative", v)
+	}
+	return q, nil
+}
+
+// parseHome reads an absolute directory path other than /.
+func parseHome(v string) (string, error) {
+	p := path.Clean(v)
+	if !path.IsAbs(p) || p == "/" || strings.IndexByte(p, 0) >= 0 {
+		return "", fmt.Errorf("%q is not an absolute directory path such as /home/user", v)
+	}
+	return p, nil
 }
 
 // parseArgv reads a JSON array of non-empty strings, e.g.

@@ -49,6 +49,9 @@ type Profile struct {
 	// Source names where the profile came from, for logs
 	// ("config" or "podtemplate/NAME").
 	Source string
+	// Defaults are what PodTemplate profiles inherit from this one; they
+	// are set on the profile FromConfig builds.
+	Defaults Defaults
 }
 
 // Container returns the name of the container commands run in.
@@ -75,18 +78,26 @@ type DefaultProfileConfig struct {
 	SFTPServer      string         // default /usr/lib/openssh/sftp-server; "-" disables sftp
 	EnvAllow        []string
 	PortForwarding  bool
-	IdleTimeout     time.Duration
-	MaxSession      time.Duration
-	MaxWait         time.Duration // default 2m
+	IdleTimeout     time.Duration // 0: never
+	MaxSession      time.Duration // 0: no limit
+	MaxWait         time.Duration // 0: refuse at once when no pod is idle
 	ReconnectWindow time.Duration
 	MaxConnections  int
 	MaxPerUser      int
 	// AllowedUsers defaults to anyone.
 	AllowedUsers []string
-	CPURequest   string
-	MemRequest   string
-	CPULimit     string
-	MemLimit     string
+	// Quantities of the guest container's resources; empty ones take
+	// small built-in values, except EphemeralLimit: empty sets none.
+	CPURequest     string
+	MemRequest     string
+	CPULimit       string
+	MemLimit       string
+	EphemeralLimit string
+	// Home is the guest user's home directory in the image; it becomes a
+	// size-limited emptyDir. Empty: no home volume.
+	Home string
+	// ReadOnlyRoot mounts the guest's root filesystem read-only.
+	ReadOnlyRoot bool
 }
 
 // FromConfig builds the default profile. It fails with a precise message
@@ -99,22 +110,24 @@ func FromConfig(c DefaultProfileConfig) (*Profile, error) {
 	if name == "" {
 		name = DefaultName
 	}
-	pol := scheduler.Policy{
-		Name:            name,
-		Mode:            c.Mode,
-		Shell:           c.Shell,
-		ExecWrapper:     c.ExecWrapper,
-		EnvAllow:        c.EnvAllow,
-		PortForwarding:  c.PortForwarding,
-		IdleTimeout:     c.IdleTimeout,
-		MaxSession:      c.MaxSession,
-		MaxWait:         c.MaxWait,
-		ReconnectWindow: c.ReconnectWindow,
-		MaxConnections:  c.MaxConnections,
-		MaxPerUser:      c.MaxPerUser,
-		AllowedUsers:    c.AllowedUsers,
-		UserSelectable:  true,
+	d, err := c.defaults()
+	if err != nil {
+		return nil, fmt.Errorf("default profile: %w", err)
 	}
+	if c.Home != "" {
+		if _, err := parseHome(c.Home); err != nil {
+			return nil, fmt.Errorf("default profile: home: %w", err)
+		}
+	}
+	pol := d.policy(name)
+	pol.Mode = c.Mode
+	pol.Shell = c.Shell
+	pol.ExecWrapper = c.ExecWrapper
+	pol.PortForwarding = c.PortForwarding
+	pol.ReconnectWindow = c.ReconnectWindow
+	pol.MaxConnections = c.MaxConnections
+	pol.AllowedUsers = c.AllowedUsers
+	pol.UserSelectable = true
 	sftp := c.SFTPServer
 	if sftp == "" {
 		sftp = defaultSFTPServer
@@ -137,42 +150,53 @@ func FromConfig(c DefaultProfileConfig) (*Profile, error) {
 	if ctr.ImagePullPolicy == "" {
 		ctr.ImagePullPolicy = corev1.PullIfNotPresent
 	}
+	tmpl := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{ctr}},
+	}
+	p := &Profile{Policy: pol, Template: tmpl, PoolMin: c.PoolMin, PoolMax: c.PoolMax, NoGrow: c.NoGrow, Source: "config", Defaults: d}
+	disk := Disk{Limit: d.DiskLimit, Home: c.Home, ReadOnlyRoot: c.ReadOnlyRoot}
+	if err := finish(p, Loosening{}, d.Resources, disk); err != nil {
+		return nil, fmt.Errorf("default profile: %w", err)
+	}
+	return p, nil
+}
+
+// defaults parses the configured values PodTemplate profiles inherit.
+func (c DefaultProfileConfig) defaults() (Defaults, error) {
+	d := Defaults{
+		IdleTimeout: c.IdleTimeout, MaxSession: c.MaxSession, MaxWait: c.MaxWait,
+		MaxPerUser: c.MaxPerUser, EnvAllow: c.EnvAllow,
+		Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}},
+	}
 	for _, q := range []struct {
 		val  string
-		list *corev1.ResourceList
+		list corev1.ResourceList
 		name corev1.ResourceName
 	}{
-		{c.CPURequest, &ctr.Resources.Requests, corev1.ResourceCPU},
-		{c.MemRequest, &ctr.Resources.Requests, corev1.ResourceMemory},
-		{c.CPULimit, &ctr.Resources.Limits, corev1.ResourceCPU},
-		{c.MemLimit, &ctr.Resources.Limits, corev1.ResourceMemory},
+		{c.CPURequest, d.Resources.Requests, corev1.ResourceCPU},
+		{c.MemRequest, d.Resources.Requests, corev1.ResourceMemory},
+		{c.CPULimit, d.Resources.Limits, corev1.ResourceCPU},
+		{c.MemLimit, d.Resources.Limits, corev1.ResourceMemory},
+		{c.EphemeralLimit, d.Resources.Limits, corev1.ResourceEphemeralStorage},
 	} {
 		if q.val == "" {
 			continue
 		}
 		v, err := resource.ParseQuantity(q.val)
 		if err != nil {
-			return nil, fmt.Errorf("default profile: %s quantity %q: %w", q.name, q.val, err)
+			return d, fmt.Errorf("%s quantity %q: %w", q.name, q.val, err)
 		}
-		if *q.list == nil {
-			*q.list = corev1.ResourceList{}
-		}
-		(*q.list)[q.name] = v
+		q.list[q.name] = v
 	}
-	tmpl := corev1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{ctr}},
-	}
-	p := &Profile{Policy: pol, Template: tmpl, PoolMin: c.PoolMin, PoolMax: c.PoolMax, NoGrow: c.NoGrow, Source: "config"}
-	if err := finish(p, Loosening{}); err != nil {
-		return nil, fmt.Errorf("default profile: %w", err)
-	}
-	return p, nil
+	d.DiskLimit = d.Resources.Limits[corev1.ResourceEphemeralStorage]
+	return d, nil
 }
 
-// finish fills policy defaults, validates, applies secure defaults to the
-// template and computes its hash.
-func finish(p *Profile, loose Loosening) error {
+// finish fills policy defaults, validates, applies secure defaults, the
+// resources (res, for what containers state nothing about) and the disk
+// bounds to the template, and computes its hash.
+func finish(p *Profile, loose Loosening, res corev1.ResourceRequirements, disk Disk) error {
 	if p.Mode == "" {
 		p.Mode = scheduler.ModeConnection
 	}
@@ -190,9 +214,6 @@ func finish(p *Profile, loose Loosening) error {
 	}
 	if len(p.AllowedUsers) == 0 {
 		p.AllowedUsers = []string{"*"}
-	}
-	if p.MaxWait == 0 {
-		p.MaxWait = 2 * time.Minute
 	}
 	if p.PoolMin < 0 || p.PoolMax < 0 {
 		return fmt.Errorf("pool size must not be negative (min %d, max %d)", p.PoolMin, p.PoolMax)
@@ -212,7 +233,8 @@ func finish(p *Profile, loose Loosening) error {
 	if p.Template.Spec.Containers[0].Image == "" {
 		return fmt.Errorf("container %q has no image", p.Template.Spec.Containers[0].Name)
 	}
-	applySecureDefaults(&p.Template, loose)
+	applyDisk(&p.Template.Spec, disk)
+	applySecureDefaults(&p.Template, loose, res)
 	h, err := templateHash(&p.Template)
 	if err != nil {
 		return err

@@ -27,7 +27,7 @@ func oneContainer() corev1.PodSpec {
 }
 
 func TestFromPodTemplateAnnotations(t *testing.T) {
-	p, err := FromPodTemplate(template(map[string]string{
+	p, err := fromTemplate(template(map[string]string{
 		AnnPoolMin:          "2",
 		AnnPoolMax:          "5",
 		AnnMode:             "session",
@@ -71,7 +71,7 @@ func TestFromPodTemplateAnnotations(t *testing.T) {
 }
 
 func TestFromPodTemplateDefaults(t *testing.T) {
-	p, err := FromPodTemplate(template(nil, oneContainer()))
+	p, err := fromTemplate(template(nil, oneContainer()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,9 +104,14 @@ func TestFromPodTemplateErrors(t *testing.T) {
 		{AnnEnvAllow, "GOOD,1BAD", `"1BAD"`},
 		{"podgate.io/pool-mni", "1", "unknown podgate annotation"},
 		{AnnAllowRoot, "maybe", "invalid syntax"},
+		{AnnEphemeralStorage, "lots", "not a quantity"},
+		{AnnEphemeralStorage, "-1Gi", "negative"},
+		{AnnHome, "home/user", "absolute directory path"},
+		{AnnHome, "/", "absolute directory path"},
+		{AnnReadOnlyRoot, "sure", "invalid syntax"},
 	} {
 		t.Run(tc.key+"="+tc.val, func(t *testing.T) {
-			_, err := FromPodTemplate(template(map[string]string{tc.key: tc.val}, oneContainer()))
+			_, err := fromTemplate(template(map[string]string{tc.key: tc.val}, oneContainer()))
 			var ae *AnnotationError
 			if !errors.As(err, &ae) {
 				t.Fatalf("err = %v, want an AnnotationError", err)
@@ -119,15 +124,15 @@ func TestFromPodTemplateErrors(t *testing.T) {
 }
 
 func TestFromPodTemplateInvalidTemplate(t *testing.T) {
-	if _, err := FromPodTemplate(template(map[string]string{AnnPoolMin: "5", AnnPoolMax: "2"}, oneContainer())); err == nil || !strings.Contains(err.Error(), "exceeds pool max") {
+	if _, err := fromTemplate(template(map[string]string{AnnPoolMin: "5", AnnPoolMax: "2"}, oneContainer())); err == nil || !strings.Contains(err.Error(), "exceeds pool max") {
 		t.Errorf("min > max: %v", err)
 	}
-	if _, err := FromPodTemplate(template(nil, corev1.PodSpec{})); err == nil || !strings.Contains(err.Error(), "no containers") {
+	if _, err := fromTemplate(template(nil, corev1.PodSpec{})); err == nil || !strings.Contains(err.Error(), "no containers") {
 		t.Errorf("no containers: %v", err)
 	}
 	bad := template(nil, oneContainer())
 	bad.Labels[LabelProfile] = "Not_A_Name"
-	if _, err := FromPodTemplate(bad); err == nil {
+	if _, err := fromTemplate(bad); err == nil {
 		t.Error("invalid profile name accepted")
 	}
 }
@@ -143,7 +148,7 @@ func TestSecureDefaults(t *testing.T) {
 	spec.AutomountServiceAccountToken = ptr.To(true)
 	spec.RestartPolicy = corev1.RestartPolicyAlways
 	spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
-	p, err := FromPodTemplate(template(nil, spec))
+	p, err := fromTemplate(template(nil, spec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +190,7 @@ func TestLoosening(t *testing.T) {
 		AllowPrivilegeEscalation: ptr.To(true),
 		Capabilities:             &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}},
 	}
-	p, err := FromPodTemplate(template(map[string]string{
+	p, err := fromTemplate(template(map[string]string{
 		AnnAllowRoot: "true", AnnAllowServiceAccountToken: "true",
 		AnnAllowPrivilegeEscalation: "true", AnnAllowCapabilities: "true",
 	}, spec))
@@ -201,11 +206,11 @@ func TestLoosening(t *testing.T) {
 }
 
 func TestHashFollowsTemplate(t *testing.T) {
-	a, _ := FromPodTemplate(template(nil, oneContainer()))
-	b, _ := FromPodTemplate(template(map[string]string{AnnMaxWait: "1m"}, oneContainer()))
+	a, _ := fromTemplate(template(nil, oneContainer()))
+	b, _ := fromTemplate(template(map[string]string{AnnMaxWait: "1m"}, oneContainer()))
 	spec := oneContainer()
 	spec.Containers[0].Image = "localhost/podgate-busybox:local"
-	c, _ := FromPodTemplate(template(nil, spec))
+	c, _ := fromTemplate(template(nil, spec))
 	if a.Hash != b.Hash {
 		t.Error("a scheduling-only annotation changed the pod hash")
 	}
@@ -219,7 +224,7 @@ func TestHashFollowsTemplate(t *testing.T) {
 // without stdin and every pod would end as a crash, so the first container
 // gets the idle command; a template with its own command or args keeps it.
 func TestTemplateWithoutCommandStaysUp(t *testing.T) {
-	p, err := FromPodTemplate(template(nil, oneContainer()))
+	p, err := fromTemplate(template(nil, oneContainer()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +237,7 @@ func TestTemplateWithoutCommandStaysUp(t *testing.T) {
 	withCmd.Containers[0].Command = []string{"/bin/sleep", "infinity"}
 	for _, spec := range []corev1.PodSpec{withArgs, withCmd} {
 		want := spec.Containers[0]
-		p, err := FromPodTemplate(template(nil, spec))
+		p, err := fromTemplate(template(nil, spec))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,7 +279,7 @@ func FuzzFromPodTemplate(f *testing.F) {
 		AnnReconnectWindow, AnnMaxPerUser, AnnMaxConnections, AnnAllowRoot}
 	f.Fuzz(func(t *testing.T, key, val string) {
 		for _, k := range append(keys, key) {
-			p, err := FromPodTemplate(template(map[string]string{k: val}, oneContainer()))
+			p, err := fromTemplate(template(map[string]string{k: val}, oneContainer()))
 			if err != nil {
 				continue
 			}
@@ -284,4 +289,9 @@ func FuzzFromPodTemplate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fromTemplate parses pt as a store with no default profile would.
+func fromTemplate(pt *corev1.PodTemplate) (*Profile, error) {
+	return FromPodTemplate(pt, fallbackDefaults())
 }

@@ -24,15 +24,6 @@ type Loosening struct {
 	Capabilities bool
 }
 
-// Resource defaults for containers that state none. They are small because
-// idle pods are mostly asleep; profiles that need more say so.
-var (
-	defaultCPURequest = resource.MustParse("50m")
-	defaultMemRequest = resource.MustParse("64Mi")
-	defaultCPULimit   = resource.MustParse("1")
-	defaultMemLimit   = resource.MustParse("512Mi")
-)
-
 // guestUID is the user the local images run as; it is used when a template
 // that must not run as root names no user, so that runAsNonRoot can be
 // verified by the kubelet even for images with a named USER.
@@ -40,7 +31,10 @@ const guestUID = 1000
 
 // applySecureDefaults hardens a template in place. Values a template sets
 // explicitly win unless they are a loosening the profile did not ask for.
-func applySecureDefaults(t *corev1.PodTemplateSpec, l Loosening) {
+// Containers get res's requests and limits for every resource they state
+// nothing about, and fallbackDefaults' where res says nothing either, so
+// that no guest container runs without a CPU and memory limit.
+func applySecureDefaults(t *corev1.PodTemplateSpec, l Loosening, res corev1.ResourceRequirements) {
 	s := &t.Spec
 	if !l.ServiceAccountToken || s.AutomountServiceAccountToken == nil {
 		s.AutomountServiceAccountToken = ptr.To(l.ServiceAccountToken)
@@ -69,10 +63,10 @@ func applySecureDefaults(t *corev1.PodTemplateSpec, l Loosening) {
 		psc.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
 	}
 	for i := range s.InitContainers {
-		hardenContainer(&s.InitContainers[i], l)
+		hardenContainer(&s.InitContainers[i], l, res)
 	}
 	for i := range s.Containers {
-		hardenContainer(&s.Containers[i], l)
+		hardenContainer(&s.Containers[i], l, res)
 	}
 	if c := firstContainer(s); c != nil && c.ReadinessProbe == nil && c.StartupProbe == nil {
 		// Ready must mean "can run a command": a startup probe makes the
@@ -98,7 +92,7 @@ func firstContainer(s *corev1.PodSpec) *corev1.Container {
 }
 
 // hardenContainer applies the per-container part of the secure defaults.
-func hardenContainer(c *corev1.Container, l Loosening) {
+func hardenContainer(c *corev1.Container, l Loosening, res corev1.ResourceRequirements) {
 	if c.SecurityContext == nil {
 		c.SecurityContext = &corev1.SecurityContext{}
 	}
@@ -126,10 +120,15 @@ func hardenContainer(c *corev1.Container, l Loosening) {
 	if c.Resources.Limits == nil {
 		c.Resources.Limits = corev1.ResourceList{}
 	}
-	setIfAbsent(c.Resources.Requests, corev1.ResourceCPU, defaultCPURequest)
-	setIfAbsent(c.Resources.Requests, corev1.ResourceMemory, defaultMemRequest)
-	setIfAbsent(c.Resources.Limits, corev1.ResourceCPU, defaultCPULimit)
-	setIfAbsent(c.Resources.Limits, corev1.ResourceMemory, defaultMemLimit)
+	fb := fallbackDefaults().Resources
+	for _, from := range []corev1.ResourceRequirements{res, fb} {
+		for n, q := range from.Requests {
+			setIfAbsent(c.Resources.Requests, n, q)
+		}
+		for n, q := range from.Limits {
+			setIfAbsent(c.Resources.Limits, n, q)
+		}
+	}
 	// A request above a defaulted limit would make the pod invalid.
 	for _, n := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		req, lim := c.Resources.Requests[n], c.Resources.Limits[n]

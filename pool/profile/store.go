@@ -80,6 +80,15 @@ func (s *Store) Get(name string) (Entry, bool) {
 	return e, ok
 }
 
+// inherited is what PodTemplate profiles inherit: the default profile's
+// defaults, or fallbackDefaults when there is no default profile.
+func (s *Store) inherited() Defaults {
+	if s.def == nil {
+		return fallbackDefaults()
+	}
+	return s.def.Defaults
+}
+
 // DefaultName returns the name an empty profile selection resolves to.
 func (s *Store) DefaultName() string {
 	if s.def == nil {
@@ -152,7 +161,7 @@ func (s *Store) build(pts []*corev1.PodTemplate) map[string]Entry {
 			continue
 		}
 		from[name] = pt.Name
-		p, err := FromPodTemplate(pt)
+		p, err := FromPodTemplate(pt, s.inherited())
 		if err != nil {
 			s.log.Error("invalid profile", "profile", name, "podtemplate", pt.Name, "err", err)
 			entries[name] = Entry{Name: name, Err: err}

@@ -1,0 +1,47 @@
+package kube
+
+import (
+	"errors"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podgate/podgate/scheduler"
+)
+
+// TestGoneReason: an eviction or OOM kill reaches the user as a plain
+// sentence naming the limit, and a pod that was merely deleted keeps the
+// generic "went away".
+func TestGoneReason(t *testing.T) {
+	evicted := func(msg string) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted", Message: msg}}
+	}
+	oom := &corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{
+		Name: "guest", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "OOMKilled", ExitCode: 137}},
+	}}}}
+	for _, c := range []struct {
+		pod  *corev1.Pod
+		want string
+	}{
+		{evicted(`Usage of EmptyDir volume "podgate-home" exceeds the limit "64Mi". `), reasonDisk},
+		{evicted("Pod ephemeral local storage usage exceeds the total limit of containers 64Mi. "), reasonDisk},
+		{evicted(`Container guest exceeded its local ephemeral storage limit "64Mi". `), reasonDisk},
+		{evicted("The node was low on resource: memory. "), reasonMemory},
+		{evicted("The node had condition: [DiskPressure]. "), reasonEvicted},
+		{oom, reasonMemory},
+		{&corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning}}, ""},
+		{nil, ""},
+	} {
+		if got := goneReason(c.pod); got != c.want {
+			t.Errorf("goneReason(%+v) = %q, want %q", c.pod, got, c.want)
+		}
+	}
+	err := podGoneError(scheduler.PodRef{Namespace: "ns", Name: "p"}, "running command", reasonDisk, errors.New("exit code 137"))
+	if !errors.Is(err, scheduler.ErrPodGone) || scheduler.UserMessage(err) != "podgate: "+reasonDisk {
+		t.Errorf("podGoneError = %v, user sees %q", err, scheduler.UserMessage(err))
+	}
+	plain := podGoneError(scheduler.PodRef{Namespace: "ns", Name: "p"}, "running command", "", nil)
+	if scheduler.UserMessage(plain) != "podgate: your pod went away, please reconnect" {
+		t.Errorf("deleted pod: user sees %q", scheduler.UserMessage(plain))
+	}
+}
