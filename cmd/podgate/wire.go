@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
+	"github.com/podgate/podgate/guestcheck"
 	"github.com/podgate/podgate/kube"
 	"github.com/podgate/podgate/kube/kubemetrics"
 	"github.com/podgate/podgate/pool"
@@ -36,6 +37,7 @@ type app struct {
 	store     *profile.Store
 	pool      *pool.Pool
 	sched     *scheduler.Scheduler
+	guest     *guestcheck.Checker
 }
 
 // wire builds every component from cfg, with one shared client (and so one
@@ -122,6 +124,11 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	if err != nil {
 		return nil, err
 	}
+	// The sandbox self-check shares the pod informer and the executor;
+	// it reports through metrics and logs only, never through /readyz.
+	if a.guest, err = guestcheck.New(podInf, a.store, execer, log, reg); err != nil {
+		return nil, err
+	}
 	// PODGATE_MAX_WAITING=0 lets no login wait; the scheduler spells that
 	// as a negative bound, its zero meaning unbounded.
 	maxWaiting := cfg.Limits.MaxWaiting
@@ -196,6 +203,7 @@ func (a *app) start(ctx context.Context) error {
 	g.Go(func() error { return a.store.Run(gctx) })
 	g.Go(func() error { return a.pool.Run(gctx) })
 	g.Go(func() error { return a.sched.Run(gctx) })
+	g.Go(func() error { return a.guest.Run(gctx) })
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
