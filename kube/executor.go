@@ -243,21 +243,13 @@ func (e *Executor) streamError(pod scheduler.PodRef, op string, err error) error
 	return fmt.Errorf("%s in pod %s/%s: %w", op, pod.Namespace, pod.Name, err)
 }
 
-// podGone reports whether the pod is missing, terminating, finished, or no
-// longer runs the container, and the plain reason when the cluster ended
-// it (see goneReason). An unreadable pod counts as present: the caller
-// then reports the original error rather than a guess.
-func (e *Executor) podGone(pod scheduler.PodRef) (bool, string) {
-	gone, why, _ := e.podState(pod)
-	return gone, why
-}
-
-// podState is podGone, also returning the error when the pod could not be
-// read at all.
+// podState reports whether the pod is missing, terminating, finished, or
+// no longer runs the container, and the plain reason when the cluster
+// ended it (see podEnded), or the error when the pod could not be read at
+// all. An unreadable pod counts as present: the caller then reports the
+// original error rather than a guess.
 func (e *Executor) podState(pod scheduler.PodRef) (bool, string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
-	defer cancel()
-	p, err := e.pods.Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	p, err := e.readPod(pod)
 	if apierrors.IsNotFound(err) {
 		return true, "", nil
 	}
@@ -265,27 +257,8 @@ func (e *Executor) podState(pod scheduler.PodRef) (bool, string, error) {
 		e.log.Debug("reading pod to classify a stream error", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 		return false, "", err
 	}
-	why := goneReason(p)
-	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return true, why, nil
-	}
-	container := pod.Container
-	if container == "" && len(p.Spec.Containers) > 0 {
-		container = p.Spec.Containers[0].Name
-	}
-	inSpec := false
-	for _, c := range p.Spec.Containers {
-		inSpec = inSpec || c.Name == container
-	}
-	if !inSpec {
-		return true, why, nil
-	}
-	for _, cs := range p.Status.ContainerStatuses {
-		if cs.Name == container {
-			return cs.State.Running == nil, why, nil
-		}
-	}
-	return false, why, nil
+	gone, why := podEnded(p, pod.Container)
+	return gone, why, nil
 }
 
 // exitStatus turns a finished stream's result into an exit status.
@@ -313,7 +286,7 @@ func (e *Executor) exitStatus(pod scheduler.PodRef, result error, sent map[int]b
 		st.Signal = signalName(n)
 		return st, nil
 	}
-	if gone, why := e.podGone(pod); gone {
+	if gone, why := e.podGoneAfterKill(pod); gone {
 		return st, podGoneError(pod, "running command", why, fmt.Errorf("exit code %d", st.Code))
 	}
 	return st, nil

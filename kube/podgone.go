@@ -1,13 +1,105 @@
 package kube
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/podgate/podgate/scheduler"
 )
+
+// killSettle bounds how long a command killed for no reason podgate knows
+// waits for its pod's status to say why. The kubelet records an eviction
+// in the pod's status and kills the containers at the same time, so the
+// exec stream can end before the API server has the status: without the
+// wait, a user whose pod was evicted for disk use saw only "exit 137".
+const killSettle = 3 * time.Second
+
+// readPod reads the pod once, bounded by probeTimeout.
+func (e *Executor) readPod(pod scheduler.PodRef) (*corev1.Pod, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	return e.pods.Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+}
+
+// podEnded reports whether p is terminating, finished, or no longer runs
+// container (the first one when empty), and the plain reason when the
+// cluster ended it (see goneReason).
+func podEnded(p *corev1.Pod, container string) (bool, string) {
+	why := goneReason(p)
+	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return true, why
+	}
+	if container == "" && len(p.Spec.Containers) > 0 {
+		container = p.Spec.Containers[0].Name
+	}
+	inSpec := false
+	for _, c := range p.Spec.Containers {
+		inSpec = inSpec || c.Name == container
+	}
+	if !inSpec {
+		return true, why
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == container {
+			return cs.State.Running == nil, why
+		}
+	}
+	return false, why
+}
+
+// podGoneAfterKill is podGone for a command that died of a signal podgate
+// did not send: when the pod still looks alive, it watches that one pod
+// for up to killSettle, from the version it read, for the status that
+// explains the kill. This runs only on that rare path, never per session.
+func (e *Executor) podGoneAfterKill(pod scheduler.PodRef) (bool, string) {
+	p, err := e.readPod(pod)
+	if apierrors.IsNotFound(err) {
+		return true, ""
+	}
+	if err != nil {
+		return false, ""
+	}
+	if gone, why := podEnded(p, pod.Container); gone {
+		return true, why
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), killSettle)
+	defer cancel()
+	w, err := e.pods.Pods(pod.Namespace).Watch(ctx, metav1.ListOptions{
+		FieldSelector:   fields.OneTermEqualSelector("metadata.name", pod.Name).String(),
+		ResourceVersion: p.ResourceVersion,
+	})
+	if err != nil {
+		return false, ""
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ""
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return false, ""
+			}
+			cur, isPod := ev.Object.(*corev1.Pod)
+			switch {
+			case ev.Type == watch.Deleted:
+				return true, goneReason(cur)
+			case isPod && (ev.Type == watch.Modified || ev.Type == watch.Added):
+				if gone, why := podEnded(cur, pod.Container); gone {
+					return true, why
+				}
+			}
+		}
+	}
+}
 
 // Plain reasons for a pod the cluster ended under a user, shown to the
 // user as is (see scheduler.Refusal). They name the limit that was hit,

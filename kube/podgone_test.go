@@ -2,9 +2,15 @@ package kube
 
 import (
 	"errors"
+	"io"
+	"log/slog"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/podgate/podgate/scheduler"
 )
@@ -43,5 +49,29 @@ func TestGoneReason(t *testing.T) {
 	plain := podGoneError(scheduler.PodRef{Namespace: "ns", Name: "p"}, "running command", "", nil)
 	if scheduler.UserMessage(plain) != "podgate: your pod went away, please reconnect" {
 		t.Errorf("deleted pod: user sees %q", scheduler.UserMessage(plain))
+	}
+}
+
+// TestPodGoneAfterKill: the stream of a command the kubelet killed for an
+// eviction can end before the pod's status says so; the status that
+// arrives within killSettle still names the reason.
+func TestPodGoneAfterKill(t *testing.T) {
+	running := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", ResourceVersion: "5"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "guest"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{
+			Name: "guest", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}},
+		}}},
+	}
+	cs := fake.NewClientset(running)
+	fw := watch.NewFake()
+	cs.PrependWatchReactor("pods", k8stesting.DefaultWatchReactor(fw, nil))
+	e := &Executor{pods: cs.CoreV1(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	evicted := running.DeepCopy()
+	evicted.Status = corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted", Message: "Pod ephemeral local storage usage exceeds the total limit of containers 64Mi."}
+	go fw.Modify(evicted)
+	gone, why := e.podGoneAfterKill(scheduler.PodRef{Namespace: "ns", Name: "p", Container: "guest"})
+	if !gone || why != reasonDisk {
+		t.Errorf("podGoneAfterKill = %v, %q; want gone with the disk reason", gone, why)
 	}
 }
