@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -50,8 +51,9 @@ func attackScenario(t *testing.T, name string, extra []string, run attack) {
 	g := startGate(t, env, gateOpts{Users: []string{"alice", "bob"}, WaitIdle: 2, Env: append(append([]string{}, attackEnv...), extra...)})
 	pw := watchPods(t, env)
 	probe := openCats(t, g, "bob", 1)[0]
-	base := g.steady(20 * time.Second)
 
+	// Probing starts at once: a probe a second also keeps the probe's
+	// connection inside a short idle timeout.
 	stop := make(chan struct{})
 	var (
 		mu      sync.Mutex
@@ -79,6 +81,7 @@ func attackScenario(t *testing.T, name string, extra []string, run attack) {
 			mu.Unlock()
 		}
 	})
+	base := g.steady(20 * time.Second)
 	t0 := time.Now()
 	victim := run(t, g, sc)
 	close(stop)
@@ -280,7 +283,9 @@ func TestHostileHoldNoSession(t *testing.T) {
 		sc.Figure("ssh -N held for", "%.1f s (idle timeout 5s)", d.Seconds())
 		sc.Check(d < 15*time.Second, "the connection is closed at the idle timeout, not held", "%.1f s, exit %d", d.Seconds(), code)
 		sc.Check(strings.Contains(e, "closed by remote host"), "the client is told the server closed the connection", "stderr %q", e)
-		sc.Check(strings.Contains(g.Log.String(), `"cut":"idle_timeout"`), "the audit line names the cut", "idle_timeout in podgate's log")
+		audit, _ := os.ReadFile(g.AuditLog)
+		sc.Check(strings.Contains(string(audit), `"user":"alice"`) && strings.Contains(string(audit), `"cut":"idle_timeout"`),
+			"the connection's audit line names the cut", "idle_timeout in the audit log: %v", strings.Contains(string(audit), `"cut":"idle_timeout"`))
 		return victim
 	})
 }
