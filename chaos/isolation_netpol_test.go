@@ -67,6 +67,11 @@ func TestIsolationNetworkPolicy(t *testing.T) {
 	if kubetest.Kubeconfig() != localcluster.DefaultKubeconfig {
 		t.Skip("needs the local cluster, whose kube-router enforces NetworkPolicy")
 	}
+	if resp, err := http.Get(localcluster.KubeRouterHealthURL); err != nil {
+		t.Skipf("the local cluster runs no kube-router (%v): bring it up with this checkout's harness", err)
+	} else {
+		resp.Body.Close()
+	}
 	sc := NewScenario(t, "isolation", "guest NetworkPolicy enforced (kube-router)")
 	ctx := context.Background()
 	common := []string{"PODGATE_POOL_MIN=2", "PODGATE_POOL_MAX=3", "PODGATE_POD_CPU_REQUEST=10m",

@@ -122,3 +122,7 @@ func (o Options) components(ip net.IP) map[string]component {
 // kubeRouterHealthPort serves kube-router's /healthz, which answers 200
 // once its informers have synced.
 const kubeRouterHealthPort = "20244"
+
+// KubeRouterHealthURL answers while the cluster's NetworkPolicy enforcer
+// runs; tests that need enforcement skip without it.
+const KubeRouterHealthURL = "http://127.0.0.1:" + kubeRouterHealthPort + "/healthz"

@@ -37,7 +37,7 @@ var controllable = map[string]string{
 	"kube-controller-manager": "",
 	"kube-scheduler":          "",
 	"kube-proxy":              "",
-	"kube-router":             "http://127.0.0.1:" + kubeRouterHealthPort + "/healthz",
+	"kube-router":             KubeRouterHealthURL,
 }
 
 // Components lists the daemons that StopComponent and StartComponent
