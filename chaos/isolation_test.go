@@ -200,7 +200,7 @@ grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\t' | tr ':' 
 		}
 	}
 	sc.Check(n > 0 && len(bad) == 0, "every guest pod's spec: no token, no service links, runAsNonRoot", "%d pods, %v", n, bad)
-	sc.Figure("NetworkPolicy", "untested: the local cluster's bridge CNI does not enforce NetworkPolicy, so whether a guest can reach the API server or another guest under deploy/'s policy cannot be shown here; run this on a cluster whose CNI enforces policy (e.g. Calico or Cilium)")
+	sc.Figure("NetworkPolicy", "see TestIsolationNetworkPolicy: deploy/'s policy under kube-router on the local cluster")
 }
 
 func nonRoot(p *corev1.Pod, c corev1.Container) bool {
