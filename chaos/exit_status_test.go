@@ -22,7 +22,7 @@ func TestExitStatusAfterColdAndWarmLogin(t *testing.T) {
 	env := kubetest.New(t)
 	sc := NewScenario(t, "faults", "exit status of a command that kills itself, cold and warm")
 	n := Size(8, 40)
-	cold := startGate(t, env, gateOpts{Users: []string{"alice"}, ReplicaID: "cold", Env: append(append([]string{}, faultEnv...),
+	cold := startGate(t, env, gateOpts{Users: []string{"alice"}, WaitIdle: -1, ReplicaID: "cold", Env: append(append([]string{}, faultEnv...),
 		"PODGATE_POOL_MIN=0", "PODGATE_POOL_GROW=false")})
 	run := func(g *gate, label string, parallel int) map[string]int {
 		codes := map[string]int{}

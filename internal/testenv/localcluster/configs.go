@@ -152,7 +152,9 @@ const legacyIPAMDir = "/var/lib/cni/networks/podgate"
 // (imported images cannot be pulled again), no cluster DNS, and a PID
 // limit per pod (podPidsLimit), so that a fork bomb in one guest pod
 // cannot exhaust the node's PIDs and take the kubelet and every other
-// user's session down with it.
+// user's session down with it. Volume usage is measured every 10 s
+// instead of every minute, so that an emptyDir over its sizeLimit is
+// evicted within seconds rather than a minute or more.
 func (o Options) kubeletConfig() string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -181,6 +183,7 @@ evictionHard:
 resolvConf: /etc/resolv.conf
 maxPods: 250
 podPidsLimit: %d
+volumeStatsAggPeriod: 10s
 serializeImagePulls: false
 nodeStatusUpdateFrequency: 4s
 containerLogMaxSize: 10Mi
