@@ -42,12 +42,17 @@ var attackEnv = []string{
 // attack is one attack's run: it returns what the attacker's client saw.
 type attack func(t *testing.T, g *gate, sc *Scenario) (victim string)
 
-// attackScenario starts podgate with attackEnv plus extra, keeps bob's
-// probe session answering while run attacks as alice, and checks what
-// must hold afterwards.
-func attackScenario(t *testing.T, name string, extra []string, run attack) {
+// attackScenario starts podgate with attackEnv plus extra and the given
+// profile templates, keeps bob's probe session answering while run attacks
+// as alice, and checks what must hold afterwards.
+func attackScenario(t *testing.T, name string, extra []string, templates []*corev1.PodTemplate, run attack) {
 	env := kubetest.New(t)
 	sc := NewScenario(t, "hostile", name)
+	for _, pt := range templates {
+		if _, err := env.Client.CoreV1().PodTemplates(env.Namespace).Create(context.Background(), pt, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	g := startGate(t, env, gateOpts{Users: []string{"alice", "bob"}, WaitIdle: 2, Env: append(append([]string{}, attackEnv...), extra...)})
 	pw := watchPods(t, env)
 	probe := openCats(t, g, "bob", 1)[0]
@@ -151,7 +156,7 @@ func TestHostileForkBomb(t *testing.T) {
 	if limit <= 0 || limit > 4096 {
 		t.Skipf("the node's kubelet sets podPidsLimit %d: a fork bomb would not be bounded", limit)
 	}
-	attackScenario(t, "fork bomb", nil, func(t *testing.T, g *gate, sc *Scenario) string {
+	attackScenario(t, "fork bomb", nil, nil, func(t *testing.T, g *gate, sc *Scenario) string {
 		// Only builtins after the bomb: nothing else can fork then.
 		script := `echo pod=$HOSTNAME
 mkfifo /tmp/hold && exec 3<>/tmp/hold
@@ -175,7 +180,7 @@ exit 0
 // TestHostileDiskFill: filling the home directory gets the pod evicted at
 // its ephemeral-storage limit, and the user is told so.
 func TestHostileDiskFill(t *testing.T) {
-	attackScenario(t, "disk fill", nil, func(t *testing.T, g *gate, sc *Scenario) string {
+	attackScenario(t, "disk fill", nil, nil, func(t *testing.T, g *gate, sc *Scenario) string {
 		script := `echo pod=$HOSTNAME
 (echo x > /etc/podgate-write) 2>/dev/null && echo rootwrite=yes || echo rootwrite=no
 (echo x > /var/tmp/podgate-write) 2>/dev/null && echo vartmpwrite=yes || echo vartmpwrite=no
@@ -205,7 +210,7 @@ echo not-evicted
 // TestHostileMemoryBomb: a process that eats memory is killed at the
 // container's memory limit, and the user's shell says so.
 func TestHostileMemoryBomb(t *testing.T) {
-	attackScenario(t, "memory bomb", nil, func(t *testing.T, g *gate, sc *Scenario) string {
+	attackScenario(t, "memory bomb", nil, nil, func(t *testing.T, g *gate, sc *Scenario) string {
 		out, e, code := runSSH(g.SSH("alice", "alice", `echo pod=$HOSTNAME; exec bash -c 'timeout 60 tail /dev/zero; echo tail_exit=$?'`), "", 2*time.Minute)
 		got := fields(out)
 		sc.Figure("what the attacker saw", "exit %d, stdout %q, stderr %q", code, strings.Join(strings.Fields(out), " "), e)
@@ -238,8 +243,17 @@ func podPidsLimit(t *testing.T) int64 {
 	return *cfg.KubeletConfig.PodPidsLimit
 }
 
-// holdEnv makes the connection limits short.
-var holdEnv = []string{"PODGATE_IDLE_TIMEOUT=5s", "PODGATE_MAX_SESSION=20s", "PODGATE_PORT_FORWARDING=true"}
+// holdProfile is the attacker's profile in the hold scenarios: a
+// PodTemplate with short connection limits, so that the probe session in
+// the default profile is not cut by them. It states no resources and
+// inherits the default profile's.
+func holdProfile() []*corev1.PodTemplate {
+	pt := profileTemplate("hold", 1, corev1.Container{Image: localcluster.DebianImage, ImagePullPolicy: corev1.PullNever})
+	pt.Annotations["podgate.io/idle-timeout"] = "5s"
+	pt.Annotations["podgate.io/max-session"] = "20s"
+	pt.Annotations["podgate.io/port-forwarding"] = "true"
+	return []*corev1.PodTemplate{pt}
+}
 
 // sshHold runs OpenSSH with args as alice at INFO log level (so that the
 // disconnect is reported) and returns its exit status, stderr and
@@ -248,10 +262,10 @@ func sshHold(g *gate, deadline time.Duration, args ...string) (int, string, time
 	opts := []string{"-F", "/dev/null", "-i", g.Keys["alice"], "-o", "IdentitiesOnly=yes",
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
 		"-o", "LogLevel=INFO", "-p", g.Port}
-	cmd := exec.Command("ssh", append(append(opts, args...), "alice@127.0.0.1")...)
+	cmd := exec.Command("ssh", append(append(opts, args...), "alice+hold@127.0.0.1")...)
 	if args[len(args)-1] != "-N" {
 		// A command goes after the destination.
-		cmd = exec.Command("ssh", append(append(opts, args[:len(args)-1]...), "alice@127.0.0.1", args[len(args)-1])...)
+		cmd = exec.Command("ssh", append(append(opts, args[:len(args)-1]...), "alice+hold@127.0.0.1", args[len(args)-1])...)
 	}
 	t0 := time.Now()
 	_, e, code := runSSH(cmd, "", deadline)
@@ -274,9 +288,10 @@ func alicePod(pw *podWatch) string {
 }
 
 // TestHostileHoldNoSession: ssh -N (no session at all) is closed at the
-// idle timeout, and its pod released.
+// idle timeout of its profile (a PodTemplate's annotation), and its pod
+// released.
 func TestHostileHoldNoSession(t *testing.T) {
-	attackScenario(t, "ssh -N hold", holdEnv, func(t *testing.T, g *gate, sc *Scenario) string {
+	attackScenario(t, "ssh -N hold", nil, holdProfile(), func(t *testing.T, g *gate, sc *Scenario) string {
 		pw := watchPods(t, g.env)
 		var victim string
 		found := make(chan struct{})
@@ -300,7 +315,7 @@ func TestHostileHoldNoSession(t *testing.T) {
 // the idle timeout when the forward is quiet, and a busy session with a
 // forward is ended at the maximum length with a goodbye line.
 func TestHostileHoldForwardOnly(t *testing.T) {
-	attackScenario(t, "forward-only hold", holdEnv, func(t *testing.T, g *gate, sc *Scenario) string {
+	attackScenario(t, "forward-only hold", nil, holdProfile(), func(t *testing.T, g *gate, sc *Scenario) string {
 		pw := watchPods(t, g.env)
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
