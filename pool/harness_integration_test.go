@@ -42,7 +42,7 @@ func fastOptions(ns, id string) Options {
 func busybox(t testing.TB, name string, size int) *profile.Profile {
 	t.Helper()
 	p, err := profile.FromConfig(profile.DefaultProfileConfig{
-		Name: name, Image: kubetest.BusyboxImage, PoolMin: size, PoolMax: size,
+		Name: name, Image: kubetest.BusyboxImage, PoolMin: size, PoolMax: size, MaxWait: 2 * time.Minute,
 		// Tiny requests: the test node has 2 CPUs shared with other tests.
 		CPURequest: "1m", MemRequest: "8Mi",
 	})

@@ -65,7 +65,7 @@ func newUnitPool(t *testing.T, cs *fake.Clientset, prof *profile.Profile) *Pool 
 
 func unitProfile(t *testing.T) *profile.Profile {
 	t.Helper()
-	p, err := profile.FromConfig(profile.DefaultProfileConfig{Image: "img", PoolMin: 2})
+	p, err := profile.FromConfig(profile.DefaultProfileConfig{Image: "img", PoolMin: 2, MaxWait: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

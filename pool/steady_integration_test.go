@@ -149,7 +149,7 @@ func TestIntegrationTwoReplicasSteadyTarget(t *testing.T) {
 	prof := func() *profile.Profile {
 		p, err := profile.FromConfig(profile.DefaultProfileConfig{
 			Name: "default", Image: kubetest.BusyboxImage, PoolMin: target, PoolMax: poolMax,
-			CPURequest: "1m", MemRequest: "8Mi",
+			CPURequest: "1m", MemRequest: "8Mi", MaxWait: 2 * time.Minute,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -39,7 +39,7 @@ func (nopExecer) DialTCP(context.Context, scheduler.PodRef, uint16) (net.Conn, e
 // does, with one default profile on the busybox image.
 func start(t *testing.T, env *kubetest.Env, cfg profile.DefaultProfileConfig) *scheduler.Scheduler {
 	t.Helper()
-	cfg.Image, cfg.CPURequest, cfg.MemRequest = kubetest.BusyboxImage, "1m", "8Mi"
+	cfg.Image, cfg.CPURequest, cfg.MemRequest, cfg.MaxWait = kubetest.BusyboxImage, "1m", "8Mi", 2*time.Minute
 	def, err := profile.FromConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
