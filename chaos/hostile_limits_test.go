@@ -157,11 +157,14 @@ func TestHostileForkBomb(t *testing.T) {
 		t.Skipf("the node's kubelet sets podPidsLimit %d: a fork bomb would not be bounded", limit)
 	}
 	attackScenario(t, "fork bomb", nil, nil, func(t *testing.T, g *gate, sc *Scenario) string {
-		// Only builtins after the bomb: nothing else can fork then.
+		// Only builtins after the bomb: nothing else can fork then. The
+		// bomb lets go of the session's streams, or the session would
+		// last as long as the bomb (the stream ends when its last writer
+		// closes it).
 		script := `echo pod=$HOSTNAME
 mkfifo /tmp/hold && exec 3<>/tmp/hold
 bomb() { bomb | bomb & }
-bomb 2>/dev/null
+bomb >/dev/null 2>&1 </dev/null
 read -t 10 -u 3
 set -- /proc/[0-9]*
 echo procs=$#
