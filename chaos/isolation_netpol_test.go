@@ -101,6 +101,11 @@ func TestIsolationNetworkPolicy(t *testing.T) {
 	if err := listener.Start("mkdir -p /tmp/www && echo served > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www"); err != nil {
 		t.Fatal(err)
 	}
+	// The listener starts in the background; wait, bounded, inside the pod.
+	up, _, err := output(bob, `for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && { echo up; exit 0; }; sleep 0.1; done; echo down`)
+	if err != nil || strings.TrimSpace(up) != "up" {
+		t.Fatalf("bob's listener did not come up: %q %v", up, err)
+	}
 	var guestIP, nodeIP string
 	for _, p := range pw.pods() {
 		if p.Name == bobPod {
@@ -121,7 +126,8 @@ func TestIsolationNetworkPolicy(t *testing.T) {
 
 	before, raw := probe()
 	sc.Figure("before the policy", "%s", strings.Join(strings.Fields(raw), " "))
-	sc.Check(before["guest"] == "open" && before["api_service"] == "open" && before["api_node"] == "open" && before["kubelet"] == "open",
+	sc.Check(before["guest"] == "open" && before["api_service"] == "open" && before["api_node"] == "open" && before["kubelet"] == "open" &&
+		before["dns_cluster"] == "open" && before["dns_pod_other_port"] == "open",
 		"without the policy the probes see open ports (so closed means blocked)", "%v", before)
 
 	pol := guestPolicy(t, env.Namespace)

@@ -44,6 +44,7 @@ func rbacMatrix(ns namespaces) []access {
 		{"watch", "podtemplates", "", guestNS, true},
 		{"update", "leases.coordination.k8s.io", "", guestNS, true},
 		{"create", "events", "", guestNS, true},
+		{"list", "events", "", guestNS, true},
 		// Its host key: get by name; create cannot be limited by name (the
 		// design's one exception, documented in rbac.yaml).
 		{"get", "secrets/podgate-hostkey", "", podgateNS, true},

@@ -28,6 +28,8 @@ import (
 // kubernetes.Interface's CoreV1() satisfies it.
 type PodClient interface {
 	corev1client.PodsGetter
+	// EventsGetter reads why a pod that is already gone was evicted.
+	corev1client.EventsGetter
 	RESTClient() rest.Interface
 }
 
@@ -251,7 +253,7 @@ func (e *Executor) streamError(pod scheduler.PodRef, op string, err error) error
 func (e *Executor) podState(pod scheduler.PodRef) (bool, string, error) {
 	p, err := e.readPod(pod)
 	if apierrors.IsNotFound(err) {
-		return true, "", nil
+		return true, e.evictionReason(pod), nil
 	}
 	if err != nil {
 		e.log.Debug("reading pod to classify a stream error", "pod", pod.Namespace+"/"+pod.Name, "err", err)

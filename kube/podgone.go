@@ -62,7 +62,7 @@ func podEnded(p *corev1.Pod, container string) (bool, string) {
 func (e *Executor) podGoneAfterKill(pod scheduler.PodRef) (bool, string) {
 	p, err := e.readPod(pod)
 	if apierrors.IsNotFound(err) {
-		return true, ""
+		return true, e.evictionReason(pod)
 	}
 	if err != nil {
 		return false, ""
@@ -91,7 +91,10 @@ func (e *Executor) podGoneAfterKill(pod scheduler.PodRef) (bool, string) {
 			cur, isPod := ev.Object.(*corev1.Pod)
 			switch {
 			case ev.Type == watch.Deleted:
-				return true, goneReason(cur)
+				if why := goneReason(cur); why != "" {
+					return true, why
+				}
+				return true, e.evictionReason(pod)
 			case isPod && (ev.Type == watch.Modified || ev.Type == watch.Added):
 				if gone, why := podEnded(cur, pod.Container); gone {
 					return true, why
@@ -120,14 +123,7 @@ func goneReason(p *corev1.Pod) string {
 		return ""
 	}
 	if p.Status.Reason == "Evicted" {
-		msg := strings.ToLower(p.Status.Message)
-		switch {
-		case strings.Contains(msg, "ephemeral") || strings.Contains(msg, "emptydir") || strings.Contains(msg, "storage"):
-			return reasonDisk
-		case strings.Contains(msg, "memory"):
-			return reasonMemory
-		}
-		return reasonEvicted
+		return evictionSentence(p.Status.Message)
 	}
 	for _, cs := range p.Status.ContainerStatuses {
 		for _, st := range []corev1.ContainerState{cs.State, cs.LastTerminationState} {
@@ -137,6 +133,36 @@ func goneReason(p *corev1.Pod) string {
 		}
 	}
 	return ""
+}
+
+// evictionSentence is the plain reason for an eviction whose kubelet
+// message is msg.
+func evictionSentence(msg string) string {
+	msg = strings.ToLower(msg)
+	switch {
+	case strings.Contains(msg, "ephemeral") || strings.Contains(msg, "emptydir") || strings.Contains(msg, "storage"):
+		return reasonDisk
+	case strings.Contains(msg, "memory"):
+		return reasonMemory
+	}
+	return reasonEvicted
+}
+
+// evictionReason reads the Evicted event of a pod that is already gone:
+// podgate deletes a claimed pod as soon as it fails, so its status may be
+// gone before the user's stream is classified, but the kubelet's event
+// stays. It returns "" when there is none (the pod was deleted, not
+// evicted) or it cannot be read.
+func (e *Executor) evictionReason(pod scheduler.PodRef) string {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	evs, err := e.pods.Events(pod.Namespace).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.Set{"involvedObject.kind": "Pod", "involvedObject.name": pod.Name, "reason": "Evicted"}.String(),
+	})
+	if err != nil || len(evs.Items) == 0 {
+		return ""
+	}
+	return evictionSentence(evs.Items[len(evs.Items)-1].Message)
 }
 
 // goneError wraps err, which already wraps scheduler.ErrPodGone, in a

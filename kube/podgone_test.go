@@ -75,3 +75,19 @@ func TestPodGoneAfterKill(t *testing.T) {
 		t.Errorf("podGoneAfterKill = %v, %q; want gone with the disk reason", gone, why)
 	}
 }
+
+// TestEvictionReasonFromEvent: a pod deleted right after its eviction has
+// no status left to read; its Evicted event still names the reason.
+func TestEvictionReasonFromEvent(t *testing.T) {
+	cs := fake.NewClientset(&corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "p.1", Namespace: "ns"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: "p", Namespace: "ns"},
+		Reason:         "Evicted",
+		Message:        `Usage of EmptyDir volume "podgate-home" exceeds the limit "64Mi".`,
+	})
+	e := &Executor{pods: cs.CoreV1(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	gone, why := e.podGoneAfterKill(scheduler.PodRef{Namespace: "ns", Name: "p", Container: "guest"})
+	if !gone || why != reasonDisk {
+		t.Errorf("podGoneAfterKill on a deleted, evicted pod = %v, %q; want gone with the disk reason", gone, why)
+	}
+}
