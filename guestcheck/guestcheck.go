@@ -108,11 +108,12 @@ func (c *Checker) Run(ctx context.Context) error {
 	return nil
 }
 
-// enqueue adds a Ready pod of a template not yet checked. It runs on the
-// informer's goroutine and does nothing else.
+// enqueue adds a Ready pod of its profile's current template when that
+// template is not checked yet. It runs on the informer's goroutine and
+// does nothing else.
 func (c *Checker) enqueue(obj any) {
 	pod, ok := obj.(*corev1.Pod)
-	if !ok || !ready(pod) || c.isChecked(templateKey(pod)) {
+	if !ok || !ready(pod) || c.isChecked(templateKey(pod)) || !c.current(pod) {
 		return
 	}
 	key, err := cache.MetaNamespaceKeyFunc(pod)
@@ -155,7 +156,7 @@ func (c *Checker) check(ctx context.Context, key string) error {
 	name := pod.Labels[pool.LabelProfile]
 	e, ok := c.profiles.Get(name)
 	if !ok || e.Profile == nil || e.Profile.Hash != pod.Labels[pool.LabelHash] {
-		return nil // a stale template's pod: not what users get
+		return nil // the template changed since the pod was queued
 	}
 	tk := templateKey(pod)
 	if !c.claim(tk) {
@@ -238,6 +239,13 @@ func (c *Checker) release(tk string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.checked, tk)
+}
+
+// current reports whether pod is of its profile's current template: pods
+// of a stale one are not what users get.
+func (c *Checker) current(pod *corev1.Pod) bool {
+	e, ok := c.profiles.Get(pod.Labels[pool.LabelProfile])
+	return ok && e.Profile != nil && e.Profile.Hash == pod.Labels[pool.LabelHash]
 }
 
 func templateKey(pod *corev1.Pod) string {

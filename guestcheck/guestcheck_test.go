@@ -100,16 +100,6 @@ func TestCheckerOncePerTemplate(t *testing.T) {
 	if got := <-ex.runs; got != "a/guest" {
 		t.Fatalf("checked %q, want pod a's guest container", got)
 	}
-	// Another Ready pod of the same template is not even queued; one of
-	// a new template is.
-	c.enqueue(readyPod("b", prof.Hash))
-	if n := c.queue.Len(); n != 0 {
-		t.Errorf("a second pod of a checked template was queued (%d)", n)
-	}
-	c.enqueue(readyPod("c", "newer"))
-	if n := c.queue.Len(); n != 1 {
-		t.Errorf("a pod of a new template was not queued (%d)", n)
-	}
 	// Run returns once the check in progress has recorded its results.
 	cancel()
 	<-done
@@ -128,6 +118,41 @@ func TestCheckerOncePerTemplate(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "podPidsLimit") {
 		t.Errorf("the pids warning does not say how to fix it:\n%s", logs.String())
+	}
+}
+
+// TestEnqueueOnlyUncheckedCurrentTemplates: the handler queues a Ready
+// pod only when its template is its profile's current one and has not
+// been checked.
+func TestEnqueueOnlyUncheckedCurrentTemplates(t *testing.T) {
+	prof, err := profile.FromConfig(profile.DefaultProfileConfig{Image: "img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	profs := profiles{"default": prof}
+	f := informers.NewSharedInformerFactory(fake.NewClientset(), 0)
+	c, err := New(f.Core().V1().Pods().Informer(), profs, &fakeExec{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.queue.ShutDown()
+	c.claim("default/" + prof.Hash) // checked already
+	notReady := readyPod("n", "x")
+	notReady.Status.Conditions = nil
+	for _, p := range []*corev1.Pod{readyPod("b", prof.Hash), readyPod("stale", "old"), notReady} {
+		c.enqueue(p)
+	}
+	if n := c.queue.Len(); n != 0 {
+		t.Errorf("%d pods queued: a checked template, a stale one, a pod not Ready", n)
+	}
+	next, err := profile.FromConfig(profile.DefaultProfileConfig{Image: "img2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	profs["default"] = next
+	c.enqueue(readyPod("c", next.Hash))
+	if n := c.queue.Len(); n != 1 {
+		t.Errorf("a Ready pod of a new, unchecked template: %d queued, want 1", n)
 	}
 }
 
