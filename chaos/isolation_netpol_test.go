@@ -101,8 +101,9 @@ func TestIsolationNetworkPolicy(t *testing.T) {
 	if err := listener.Start("mkdir -p /tmp/www && echo served > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www"); err != nil {
 		t.Fatal(err)
 	}
-	// The listener starts in the background; wait, bounded, inside the pod.
-	up, _, err := output(bob, `for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && { echo up; exit 0; }; sleep 0.1; done; echo down`)
+	// The listener starts in the background; wait, bounded, inside the
+	// pod (with bash: the exec wrapper's sh may be dash, without /dev/tcp).
+	up, _, err := output(bob, `exec bash -c 'for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && { echo up; exit 0; }; sleep 0.1; done; echo down'`)
 	if err != nil || strings.TrimSpace(up) != "up" {
 		t.Fatalf("bob's listener did not come up: %q %v", up, err)
 	}
