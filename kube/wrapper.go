@@ -36,6 +36,14 @@ import (
 //  4. evals the spec, whose last word is exec, so the user's command
 //     replaces the shell and its exit status is the command's own.
 //
+// Before the hello (so, for a prepared stream, before any user arrives)
+// the wrapper also looks up what sshd would put in a login's environment
+// and podgate cannot know from outside: the name of the account the pod
+// runs as (id -un) and, for a terminal, the terminal's device (tty). The
+// spec exports them as USER and LOGNAME, and SSH_TTY, after the caller's
+// variables, so they always describe the pod as the command sees it; when
+// the pod's uid has no name the caller's USER and LOGNAME stand.
+//
 // The spec quotes every argument and every environment value in single
 // quotes, so the user's command is only ever one argv element and arbitrary
 // bytes (quotes, newlines, $(...), control characters) stay inert. NUL cannot
@@ -64,7 +72,9 @@ podgate_lc=${LC_ALL-}
 LC_ALL=C
 if [ "$1" = tty ]; then
 podgate_tty=$(stty -g) && stty raw -echo -iexten || exit 126
+podgate_ttyname=$(tty 2>/dev/null) || podgate_ttyname=
 fi
+podgate_account=$(id -un 2>/dev/null) || podgate_account=
 IFS= read -r podgate_hello || exit 0
 printf '%s%s\n' '` + readyPrefix + `' "$$"
 IFS= read -r podgate_n || exit 0
@@ -149,6 +159,10 @@ func encodeSpec(argv []string, env map[string]string, pty *scheduler.Pty) ([]byt
 		}
 		fmt.Fprintf(&b, "; export %s=%s", name, shellQuote(env[name]))
 	}
+	b.WriteString(loginEnv)
+	if pty != nil {
+		b.WriteString(terminalEnv)
+	}
 	b.WriteString("; exec")
 	for i, arg := range argv {
 		if strings.IndexByte(arg, 0) >= 0 {
@@ -165,6 +179,13 @@ func encodeSpec(argv []string, env map[string]string, pty *scheduler.Pty) ([]byt
 	lines := strings.Count(body, "\n")
 	return []byte(strconv.Itoa(lines) + "\n" + body), nil
 }
+
+// loginEnv and terminalEnv export what the wrapper looked up in the pod
+// (see the wrapper's description), after the caller's variables.
+const (
+	loginEnv    = `; if [ -n "$podgate_account" ]; then export USER="$podgate_account" LOGNAME="$podgate_account"; fi`
+	terminalEnv = `; if [ -n "$podgate_ttyname" ]; then export SSH_TTY="$podgate_ttyname"; fi`
+)
 
 // checkValue rejects an environment value sh cannot hold.
 func checkValue(name, value string) error {

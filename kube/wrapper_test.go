@@ -276,6 +276,30 @@ func TestWrapperRestoresLocale(t *testing.T) {
 	}
 }
 
+// TestWrapperExportsAccount checks that USER and LOGNAME name the account
+// the command runs as (id -un), whatever the caller passed, as sshd sets
+// them for a login.
+func TestWrapperExportsAccount(t *testing.T) {
+	account, err := exec.Command("id", "-un").Output()
+	if err != nil {
+		t.Skipf("id -un: %v", err)
+	}
+	want := strings.TrimSpace(string(account))
+	for name, shell := range localShells(t) {
+		r := func() helperReport {
+			argv, env := helperCommand(t, nil, map[string]string{"USER": "podgate-user", "LOGNAME": "podgate-user"})
+			spec, err := encodeSpec(argv, env, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return runLocally(t, shell, spec, nil)
+		}()
+		if string(r.Env["USER"]) != want || string(r.Env["LOGNAME"]) != want {
+			t.Errorf("%s: USER=%q LOGNAME=%q, want both %q", name, r.Env["USER"], r.Env["LOGNAME"], want)
+		}
+	}
+}
+
 func TestWrapperExitsWhenStdinEndsOrOnExitSpec(t *testing.T) {
 	for name, shell := range localShells(t) {
 		for _, tc := range []struct{ input, output string }{
@@ -346,7 +370,7 @@ func TestEncodeSpecFraming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "2\n" + restoreLocale + "; export A='1'; export B='2'; exec 'printf' '%s' 'a\nb'\n"
+	want := "2\n" + restoreLocale + "; export A='1'; export B='2'" + loginEnv + "; exec 'printf' '%s' 'a\nb'\n"
 	if string(spec) != want {
 		t.Errorf("spec = %q, want %q", spec, want)
 	}
@@ -368,7 +392,7 @@ func TestEncodeSpecTTY(t *testing.T) {
 	}
 	want := "2\n" +
 		`stty "$podgate_tty" intr '^C' erase '^?' kill 'undef' eof '^D' susp 'z' icrnl isig icanon -echo opost -onlcr rows 43 cols 132 2>/dev/null || stty "$podgate_tty" rows 43 cols 132 2>/dev/null` + "\n" +
-		restoreLocale + "; export TERM='xterm-256color'; exec 'bash'\n"
+		restoreLocale + "; export TERM='xterm-256color'" + loginEnv + terminalEnv + "; exec 'bash'\n"
 	if string(spec) != want {
 		t.Errorf("spec =\n%q\nwant\n%q", spec, want)
 	}

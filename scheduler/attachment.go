@@ -15,6 +15,9 @@ import (
 // the exec wrapper with the user's command as one single argument (never
 // split or interpreted by podgate), or a subsystem's argv.
 func argv(pol Policy, p Process) ([]string, error) {
+	if pol.DisableCommand && p.Kind != KindSubsystem {
+		return nil, fmt.Errorf("%s in profile %q: %w", kindName(p.Kind), pol.Name, ErrCommandDisabled)
+	}
 	switch p.Kind {
 	case KindShell:
 		return slices.Clone(pol.Shell), nil
@@ -40,6 +43,10 @@ func settings(pol Policy) Settings {
 		PortForwarding: pol.PortForwarding,
 		IdleTimeout:    pol.IdleTimeout,
 		MaxSession:     pol.MaxSession,
+		DisableCommand: pol.DisableCommand,
+		MOTD:           pol.MOTD,
+		Record:         pol.Record,
+		RecordMaxBytes: pol.RecordMaxBytes,
 	}
 }
 

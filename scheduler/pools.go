@@ -43,7 +43,34 @@ type Policy struct {
 	// UserSelectable says whether a login name "user+profile" may pick the
 	// profile; otherwise only the auth source can assign it.
 	UserSelectable bool
+	// DisableCommand refuses shell and exec requests, so that only the
+	// profile's subsystems (sftp, and scp over it) run: ContainerSSH's
+	// disableCommand, for file drops.
+	DisableCommand bool
+	// MOTD is written to interactive terminal sessions after login, with
+	// {user} and {profile} substituted; empty writes nothing.
+	MOTD string
+	// Record says what of each terminal session is recorded, and
+	// RecordMaxBytes bounds one recording (zero: the server's limit).
+	Record         RecordMode
+	RecordMaxBytes int64
 }
+
+// RecordMode says what of a terminal session is recorded as an asciinema
+// cast. The empty mode records nothing.
+type RecordMode string
+
+const (
+	RecordOff RecordMode = "off"
+	// RecordOutput records what the terminal showed.
+	RecordOutput RecordMode = "output"
+	// RecordInput records what the terminal showed and, as "i" events,
+	// the keys typed (see sshfront/recording for what is left out).
+	RecordInput RecordMode = "input"
+)
+
+// Enabled reports whether the mode records anything.
+func (m RecordMode) Enabled() bool { return m == RecordOutput || m == RecordInput }
 
 // Allows reports whether user may use the profile.
 func (p Policy) Allows(user string) bool {

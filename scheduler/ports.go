@@ -14,7 +14,10 @@ type PodRef struct {
 }
 
 // Command is a process to start in a pod: an argv already mapped from a
-// Process through the profile, plus the session's streams.
+// Process through the profile, plus the session's streams. The Execer
+// gives it the login environment sshd would: USER and LOGNAME name the
+// pod's account when it has a name (replacing Env's values), and a
+// terminal command gets SSH_TTY naming its terminal in the pod.
 type Command struct {
 	Argv []string
 	Env  map[string]string

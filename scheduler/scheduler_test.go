@@ -192,6 +192,17 @@ func TestArgvMapping(t *testing.T) {
 			t.Errorf("argv(%+v) = %q, %v; want %q, %v", tc.p, got, err, tc.want, tc.err)
 		}
 	}
+	// A file-transfer-only profile runs its subsystems and nothing else.
+	sftpOnly := pol
+	sftpOnly.DisableCommand = true
+	for _, p := range []Process{{Kind: KindShell}, {Kind: KindExec, Command: "scp -t ."}} {
+		if got, err := argv(sftpOnly, p); !errors.Is(err, ErrCommandDisabled) {
+			t.Errorf("argv(disable-command, %+v) = %q, %v; want ErrCommandDisabled", p, got, err)
+		}
+	}
+	if got, err := argv(sftpOnly, Process{Kind: KindSubsystem, Subsystem: "sftp"}); err != nil || len(got) != 1 {
+		t.Errorf("argv(disable-command, sftp) = %q, %v; want the sftp server", got, err)
+	}
 	// The policy's slices are never aliased by a returned argv.
 	a, _ := argv(pol, Process{Kind: KindExec, Command: "x"})
 	a[0] = "mutated"

@@ -85,7 +85,8 @@ type Process struct {
 	Command string
 	// Subsystem is the requested name for KindSubsystem.
 	Subsystem string
-	// Env holds the variables that passed the allowlist.
+	// Env holds the variables that passed the allowlist and those sshfront
+	// sets itself (USER, SSH_CONNECTION, PODGATE_USER, ...).
 	Env map[string]string
 	// Pty is nil for a session without a terminal.
 	Pty *Pty
@@ -118,6 +119,12 @@ type Settings struct {
 	PortForwarding bool
 	IdleTimeout    time.Duration
 	MaxSession     time.Duration
+	// DisableCommand, MOTD, Record and RecordMaxBytes are the policy's
+	// (see Policy).
+	DisableCommand bool
+	MOTD           string
+	Record         RecordMode
+	RecordMaxBytes int64
 }
 
 // Progress receives human-readable progress while a pod is being made, e.g.
@@ -141,12 +148,15 @@ type Attachment interface {
 // Sentinel errors. sshfront maps each to a fixed, safe message for the user
 // with UserMessage; operator detail stays in the wrapped error and the log.
 var (
-	ErrAtCapacity         = errors.New("at capacity")
-	ErrWaitTimeout        = errors.New("timed out waiting for a pod")
-	ErrProfileDegraded    = errors.New("profile cannot start pods")
-	ErrUnknownProfile     = errors.New("unknown profile")
-	ErrProfileNotAllowed  = errors.New("profile not allowed for this user")
-	ErrUnknownSubsystem   = errors.New("unknown subsystem")
+	ErrAtCapacity        = errors.New("at capacity")
+	ErrWaitTimeout       = errors.New("timed out waiting for a pod")
+	ErrProfileDegraded   = errors.New("profile cannot start pods")
+	ErrUnknownProfile    = errors.New("unknown profile")
+	ErrProfileNotAllowed = errors.New("profile not allowed for this user")
+	ErrUnknownSubsystem  = errors.New("unknown subsystem")
+	// ErrCommandDisabled refuses a shell or exec request in a profile
+	// that allows subsystems only (Policy.DisableCommand).
+	ErrCommandDisabled    = errors.New("shell and exec disabled in profile")
 	ErrForwardingDisabled = errors.New("port forwarding disabled")
 	ErrClusterUnavailable = errors.New("cluster unavailable")
 	// ErrBusy is podgate's own client-side throttling: the API server is

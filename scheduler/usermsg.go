@@ -42,6 +42,9 @@ func sentinelMessage(err error) string {
 		return "podgate: you are not allowed to use this profile"
 	case errors.Is(err, ErrUnknownSubsystem):
 		return "podgate: unknown subsystem"
+	case errors.Is(err, ErrCommandDisabled):
+		// Legacy "scp -O" is an exec request, so it lands here too.
+		return "podgate: this account is for file transfer only: use sftp, or scp without -O; shells and commands are disabled"
 	case errors.Is(err, ErrForwardingDisabled):
 		return "podgate: port forwarding is disabled"
 	case errors.Is(err, ErrBusy):

@@ -10,7 +10,7 @@ import (
 func TestUserMessage(t *testing.T) {
 	sentinels := []error{
 		ErrAtCapacity, ErrWaitTimeout, ErrProfileDegraded, ErrUnknownProfile,
-		ErrProfileNotAllowed, ErrUnknownSubsystem, ErrForwardingDisabled,
+		ErrProfileNotAllowed, ErrUnknownSubsystem, ErrCommandDisabled, ErrForwardingDisabled,
 		ErrClusterUnavailable, ErrBusy, ErrPodGone, ErrShuttingDown,
 	}
 	internal := UserMessage(errors.New("boom"))
