@@ -38,4 +38,32 @@ type Decision struct {
 	// means Profile is the login name's "+profile" choice, which the
 	// profile must allow.
 	Assigned bool
+	// Restrictions are what the credential itself limits (a certificate's
+	// critical options and extensions); the zero value limits nothing.
+	Restrictions Restrictions
+	// Cert describes the certificate that authenticated the user, for
+	// the audit trail; it is zero for plain keys and passwords.
+	Cert CertInfo
+}
+
+// Restrictions limit an authenticated connection the way OpenSSH honours a
+// user certificate's critical options and permit-* extensions.
+type Restrictions struct {
+	// ForceCommand, when set, runs instead of whatever each session asks
+	// for (the force-command critical option).
+	ForceCommand string
+	// SourceAddress is the source-address critical option: the
+	// comma-separated addresses and CIDRs the client must come from.
+	SourceAddress string
+	// NoPTY and NoPortForwarding are set when the certificate lacks the
+	// permit-pty and permit-port-forwarding extensions.
+	NoPTY            bool
+	NoPortForwarding bool
+}
+
+// CertInfo identifies a certificate in logs and the audit trail.
+type CertInfo struct {
+	ID     string // the key ID given to ssh-keygen -I
+	Serial uint64
+	CA     string // the CA key's SHA256 fingerprint
 }
