@@ -193,7 +193,10 @@ func parseOne(p *Profile, l *Loosening, disk *Disk, k, v string) error {
 	case AnnAllowCapabilities:
 		l.Capabilities, err = strconv.ParseBool(v)
 	default:
-		err = errors.New("unknown podgate annotation")
+		var known bool
+		if known, err = parseLoginAnnotation(p, k, v); !known {
+			err = errors.New("unknown podgate annotation")
+		}
 	}
 	return err
 }

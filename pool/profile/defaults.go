@@ -28,6 +28,9 @@ type Defaults struct {
 	// DiskLimit is the ephemeral-storage limit, and the size of the
 	// writable emptyDirs; see Disk. Zero sets none.
 	DiskLimit resource.Quantity
+	// Login are the message of the day, file-transfer-only and recording
+	// settings (see login.go).
+	Login LoginDefaults
 }
 
 // fallbackDefaults are used when a store has no default profile to
@@ -59,5 +62,9 @@ func (d Defaults) policy(name string) scheduler.Policy {
 		MaxWait:     d.MaxWait,
 		MaxPerUser:  d.MaxPerUser,
 		EnvAllow:    slices.Clone(d.EnvAllow),
+
+		MOTD:           d.Login.MOTD,
+		DisableCommand: d.Login.DisableCommand,
+		Record:         d.Login.Record,
 	}
 }

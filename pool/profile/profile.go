@@ -35,6 +35,7 @@ var (
 // template with secure defaults applied, and the pool's size bounds.
 type Profile struct {
 	scheduler.Policy
+	Access
 	// Template is the rendered pod template, secure defaults applied. The
 	// first container is where commands run.
 	Template corev1.PodTemplateSpec
@@ -98,6 +99,12 @@ type DefaultProfileConfig struct {
 	Home string
 	// ReadOnlyRoot mounts the guest's root filesystem read-only.
 	ReadOnlyRoot bool
+
+	// DisableCommand, MOTD and Record are as in scheduler.Policy, and
+	// PodTemplate profiles inherit them; the MOTD must pass CheckMessage.
+	DisableCommand bool
+	MOTD           string
+	Record         scheduler.RecordMode
 }
 
 // FromConfig builds the default profile. It fails with a precise message
@@ -168,6 +175,10 @@ func (c DefaultProfileConfig) defaults() (Defaults, error) {
 		IdleTimeout: c.IdleTimeout, MaxSession: c.MaxSession, MaxWait: c.MaxWait,
 		MaxPerUser: c.MaxPerUser, EnvAllow: c.EnvAllow,
 		Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}},
+		Login:     LoginDefaults{MOTD: NormalizeMessage(c.MOTD), DisableCommand: c.DisableCommand, Record: c.Record},
+	}
+	if err := CheckMessage(d.Login.MOTD, true); err != nil {
+		return d, fmt.Errorf("message of the day: %w", err)
 	}
 	for _, q := range []struct {
 		val  string
@@ -232,6 +243,9 @@ func finish(p *Profile, loose Loosening, res corev1.ResourceRequirements, disk D
 	}
 	if p.Template.Spec.Containers[0].Image == "" {
 		return fmt.Errorf("container %q has no image", p.Template.Spec.Containers[0].Name)
+	}
+	if err := checkLogin(p); err != nil {
+		return err
 	}
 	applyDisk(&p.Template.Spec, disk)
 	applySecureDefaults(&p.Template, loose, res)

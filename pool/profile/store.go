@@ -30,6 +30,9 @@ type Store struct {
 	informer cache.SharedIndexInformer
 	log      *slog.Logger
 	def      *Profile
+	// checks are the server's own conditions on a template profile, such
+	// as "recording needs a recording directory"; see NewStore.
+	checks []func(*Profile) error
 
 	// mu protects the following.
 	mu      sync.Mutex
@@ -41,8 +44,10 @@ type Store struct {
 // NewStore returns a store serving def plus the profiles in templates, an
 // informer over PodTemplates in the guest namespace, label-scoped to
 // podgate.io/profile. def may be nil when all profiles come from templates.
-func NewStore(def *Profile, templates cache.SharedIndexInformer, log *slog.Logger) (*Store, error) {
-	s := &Store{informer: templates, log: log, def: def, changed: make(chan struct{})}
+// A template profile that fails one of checks (settings the server cannot
+// honour) is invalid like one with a bad annotation.
+func NewStore(def *Profile, templates cache.SharedIndexInformer, log *slog.Logger, checks ...func(*Profile) error) (*Store, error) {
+	s := &Store{informer: templates, log: log, def: def, checks: checks, changed: make(chan struct{})}
 	s.entries = s.build(nil)
 	_, err := templates.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { s.rebuild() },
@@ -162,6 +167,13 @@ func (s *Store) build(pts []*corev1.PodTemplate) map[string]Entry {
 		}
 		from[name] = pt.Name
 		p, err := FromPodTemplate(pt, s.inherited())
+		for _, check := range s.checks {
+			if err == nil {
+				if err = check(p); err != nil {
+					err = fmt.Errorf("podtemplate %q: %w", pt.Name, err)
+				}
+			}
+		}
 		if err != nil {
 			s.log.Error("invalid profile", "profile", name, "podtemplate", pt.Name, "err", err)
 			entries[name] = Entry{Name: name, Err: err}
