@@ -7,6 +7,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/podgate/podgate/sshfront/auth"
+	"github.com/podgate/podgate/sshfront/recording"
 )
 
 // Config is everything the SSH front end is told by cmd; sshfront reads no
@@ -51,6 +52,17 @@ type Config struct {
 	// a non-loopback address unless DemoInsecure is also set.
 	Demo         bool
 	DemoInsecure bool
+
+	// Banner is sent to every client before authentication (OpenSSH
+	// prints it above the password prompt); ProfileBanner, when set,
+	// returns the banner of the profile a "user+profile" login names, or
+	// "" for the server's. In demo mode the banner starts with a line
+	// saying that any password works.
+	Banner        string
+	ProfileBanner func(profile string) string
+	// Recordings is where terminal sessions of recording profiles go;
+	// nil refuses those sessions.
+	Recordings *recording.Dir
 }
 
 // withDefaults returns c with zero values replaced by defaults, or an error

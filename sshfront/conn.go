@@ -14,16 +14,6 @@ import (
 	"github.com/podgate/podgate/sshfront/auth"
 )
 
-// Permission extension keys carrying the auth decision from the callbacks
-// to the connection.
-const (
-	extUser    = "podgate-user"
-	extProfile = "podgate-profile"
-	// extProfileFromLogin is set when the profile came from the login name.
-	extProfileFromLogin = "podgate-profile-from-login"
-	extKeyFP            = "podgate-key-fp"
-)
-
 // maxSessionsPerConn bounds session channels open at once on a connection,
 // like OpenSSH's MaxSessions: in session mode each one costs a pod.
 const maxSessionsPerConn = 10
@@ -39,8 +29,9 @@ var errThrottled = errors.New("source address throttled")
 // conn is one SSH connection from accept to close.
 //
 // The auth callbacks run one at a time on the handshake goroutine and are
-// the only users of preAuthAt and loggedBadLogin. id, sconn and att are set
-// before any session or forward goroutine starts and are read-only after.
+// the only users of preAuthAt and loggedBadLogin. id, auth, sconn and att
+// are set before any session or forward goroutine starts and are read-only
+// after.
 type conn struct {
 	srv        *Server
 	nc         net.Conn
@@ -56,6 +47,7 @@ type conn struct {
 	lastLogin    string
 
 	id     scheduler.Identity
+	auth   authResult // what authentication decided, restrictions included
 	sconn  *ssh.ServerConn
 	attach *attachState
 	// wg tracks session, forward, keepalive and request goroutines.
@@ -135,11 +127,19 @@ func (c *conn) serverConfig(ctx context.Context) *ssh.ServerConfig {
 		c.srv.metrics.phase.WithLabelValues("handshake").Observe(c.preAuthAt.Sub(c.acceptedAt).Seconds())
 	}
 	conf.AuthLogCallback = c.authLog
-	if pk := c.srv.authn.PublicKey; pk != nil {
+	conf.BannerCallback = func(meta ssh.ConnMetadata) string { return c.srv.banner(meta.User()) }
+	if pk, certs := c.srv.authn.PublicKey, c.srv.authn.Certificate; pk != nil || certs != nil {
 		conf.PublicKeyCallback = func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			req, err := c.authRequest(meta)
 			if err != nil {
 				return nil, err
+			}
+			if cert, ok := key.(*ssh.Certificate); ok && certs != nil {
+				d, err := certs.Certificate(ctx, req, meta, cert)
+				return c.permissions(d, ssh.FingerprintSHA256(cert.Key), "publickey", err)
+			}
+			if pk == nil {
+				return nil, auth.ErrDenied
 			}
 			d, err := pk.PublicKey(ctx, req, key)
 			return c.permissions(d, ssh.FingerprintSHA256(key), "publickey", err)
@@ -190,16 +190,7 @@ func (c *conn) permissions(d auth.Decision, keyFP, method string, err error) (*s
 		}
 		return nil, err
 	}
-	fromLogin := ""
-	if d.Profile != "" && !d.Assigned {
-		fromLogin = "1"
-	}
-	return &ssh.Permissions{Extensions: map[string]string{
-		extUser:             d.User,
-		extProfile:          d.Profile,
-		extProfileFromLogin: fromLogin,
-		extKeyFP:            keyFP,
-	}}, nil
+	return newPermissions(d, keyFP), nil
 }
 
 // authLog counts attempts and feeds failures to the throttle. It sees
@@ -230,15 +221,21 @@ func (c *conn) authLog(meta ssh.ConnMetadata, method string, err error) {
 // dispatches channels until the client goes away.
 func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	defer sconn.Close()
-	ext := sconn.Permissions.Extensions
+	res, ok := resultOf(sconn.Permissions)
+	if !ok {
+		c.srv.log.Error("authenticated connection without an auth decision", "conn_id", c.connID)
+		return
+	}
 	c.sconn = sconn
+	c.auth = res
+	d := res.decision
 	c.id = scheduler.Identity{
-		User:             ext[extUser],
-		Profile:          ext[extProfile],
-		ProfileFromLogin: ext[extProfileFromLogin] != "",
+		User:             d.User,
+		Profile:          d.Profile,
+		ProfileFromLogin: d.Profile != "" && !d.Assigned,
 		RemoteAddr:       sconn.RemoteAddr().String(),
 		ConnID:           c.connID,
-		KeyFingerprint:   ext[extKeyFP],
+		KeyFingerprint:   res.keyFP,
 		AcceptedAt:       c.acceptedAt,
 	}
 	unregister, regErr := c.srv.register(c)
@@ -268,6 +265,11 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 			}
 			c.wg.Go(func() { s.serve(ctx, nch) })
 		case "direct-tcpip":
+			if c.auth.decision.Restrictions.NoPortForwarding {
+				c.srv.log.Info("refused port forwarding: the certificate lacks permit-port-forwarding", "conn_id", c.connID)
+				_ = nch.Reject(ssh.Prohibited, "podgate: your certificate does not permit port forwarding")
+				continue
+			}
 			c.wg.Go(func() { c.forward(ctx, nch) })
 		default:
 			c.srv.log.Info("refused channel type", "conn_id", c.connID, "type", nch.ChannelType())
@@ -300,6 +302,9 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 		"remote", c.id.RemoteAddr, "key_fp", c.id.KeyFingerprint, "pod", pod,
 		"client", string(sconn.ClientVersion()), "start", c.acceptedAt,
 		"duration", time.Since(c.acceptedAt), "sessions", nSession,
+	}
+	if cert := c.auth.decision.Cert; cert.CA != "" {
+		attrs = append(attrs, "cert_id", cert.ID, "cert_serial", cert.Serial, "ca_fp", cert.CA)
 	}
 	if attErr != nil {
 		attrs = append(attrs, "refused", scheduler.UserMessage(attErr))

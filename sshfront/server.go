@@ -46,11 +46,19 @@ type PasswordChecker interface {
 	Password(ctx context.Context, req auth.Request, password []byte) (auth.Decision, error)
 }
 
+// CertificateChecker checks an OpenSSH user certificate for a login;
+// auth.CertAuthority implements it. meta is the connection's metadata.
+type CertificateChecker interface {
+	Certificate(ctx context.Context, req auth.Request, meta ssh.ConnMetadata, cert *ssh.Certificate) (auth.Decision, error)
+}
+
 // Authenticators are the credential checks offered to clients; a nil field
-// disables that method.
+// disables that method. A certificate goes to Certificate when it is set
+// (and never to PublicKey, which knows plain keys only).
 type Authenticators struct {
-	PublicKey PublicKeyChecker
-	Password  PasswordChecker
+	PublicKey   PublicKeyChecker
+	Password    PasswordChecker
+	Certificate CertificateChecker
 }
 
 var (
@@ -59,6 +67,8 @@ var (
 	_ PasswordChecker  = (*auth.Webhook)(nil)
 	_ PublicKeyChecker = auth.Demo{}
 	_ PasswordChecker  = auth.Demo{}
+
+	_ CertificateChecker = (*auth.CertAuthority)(nil)
 )
 
 // podNamer is implemented by attachments that know their pod's name; it is
@@ -114,11 +124,11 @@ func New(cfg Config, backend Backend, authn Authenticators, log, audit *slog.Log
 		return nil, errors.New("configuring ssh server: no backend")
 	}
 	if cfg.Demo {
-		if authn.PublicKey != nil || authn.Password != nil {
+		if authn.PublicKey != nil || authn.Password != nil || authn.Certificate != nil {
 			return nil, errors.New("configuring ssh server: demo mode accepts everyone and takes no authenticators")
 		}
 		authn = Authenticators{PublicKey: auth.Demo{}, Password: auth.Demo{}}
-	} else if authn.PublicKey == nil && authn.Password == nil {
+	} else if authn.PublicKey == nil && authn.Password == nil && authn.Certificate == nil {
 		return nil, errors.New("configuring ssh server: no authentication method configured")
 	}
 	m, err := newMetrics(reg)

@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/podgate/podgate/scheduler"
+	"github.com/podgate/podgate/sshfront/recording"
 )
 
 // noticeGrace bounds how long a session waits for its last server messages
@@ -37,6 +39,9 @@ type session struct {
 	env     []envVar
 	resize  chan scheduler.WindowSize
 	signals chan string
+	// rec is the session's recording once it runs, for the request loop's
+	// resizes; nil when it is not recorded.
+	rec atomic.Pointer[recording.Session]
 
 	// notices tracks asynchronous server messages (NotifyAll, warnings).
 	notices sync.WaitGroup
@@ -98,12 +103,16 @@ func (s *session) serve(ctx context.Context, nch ssh.NewChannel) {
 	case <-ctx.Done():
 		return
 	}
+	var original string
+	if fc := s.c.auth.decision.Restrictions.ForceCommand; fc != "" {
+		st, original = forced(st, fc)
+	}
 	startedAt := time.Now()
 	s.c.active.touch()
 	if s.pty != nil {
 		s.setNoticeWriter(ch, "\r\n")
 	}
-	rec := sessionRecord{start: st, startedAt: startedAt, tty: s.pty != nil}
+	rec := sessionRecord{start: st, startedAt: startedAt, tty: s.pty != nil, original: original}
 	defer func() { s.auditLine(rec) }()
 
 	att, err := s.c.attach.wait(ctx, s.writeLine)
@@ -124,7 +133,7 @@ func (s *session) serve(ctx context.Context, nch ssh.NewChannel) {
 		rec.pod = pn.PodName()
 	}
 	rec.profile = att.Settings().Profile
-	rec.status, rec.cut, rec.err = s.run(ctx, att, st)
+	rec.status, rec.cut, rec.err = s.run(ctx, att, st, &rec)
 	if rec.err != nil && rec.cut == "" && ctx.Err() == nil {
 		s.log.Warn("session failed", "err", rec.err)
 		s.writeLine(scheduler.UserMessage(rec.err))
@@ -133,19 +142,31 @@ func (s *session) serve(ctx context.Context, nch ssh.NewChannel) {
 }
 
 // run hands the process to the attachment; a connection limit (see
-// limits.go) may cut it through cancelRun. It returns the exit status and
-// the reason the session was cut, if it was.
-func (s *session) run(ctx context.Context, att scheduler.Attachment, st startReq) (scheduler.ExitStatus, string, error) {
+// limits.go) may cut it through cancelRun. A recorded terminal session is
+// recorded, and an interactive one shown the profile's message of the day
+// first. It returns the exit status and the reason the session was cut, if
+// it was.
+func (s *session) run(ctx context.Context, att scheduler.Attachment, st startReq, r *sessionRecord) (scheduler.ExitStatus, string, error) {
 	settings := att.Settings()
 	active := &s.c.active
+	stdin, stdout, done, err := s.streams(settings, st)
+	if err != nil {
+		return scheduler.ExitStatus{Code: 1}, "", err
+	}
+	defer func() { r.recording, r.recordErr = done() }()
+	if st.kind == scheduler.KindShell && s.pty != nil && !settings.DisableCommand {
+		if text := motd(settings.MOTD, s.c.id.User, settings.Profile); text != "" {
+			_, _ = io.WriteString(stdout, text)
+		}
+	}
 	p := scheduler.Process{
 		Kind:      st.kind,
 		Command:   st.command,
 		Subsystem: st.subsystem,
-		Env:       s.filterEnv(settings.AllowEnv),
+		Env:       s.environment(settings, r.original),
 		Pty:       s.pty,
-		Stdin:     activityReader{r: s.ch, active: active},
-		Stdout:    activityWriter{w: s.ch, active: active},
+		Stdin:     stdin,
+		Stdout:    stdout,
 		Stderr:    activityWriter{w: s.ch.Stderr(), active: active},
 		Resize:    s.resize,
 		Signals:   s.signals,
@@ -196,7 +217,7 @@ func (s *session) filterEnv(allow func(string) bool) map[string]string {
 	env := make(map[string]string, len(s.env))
 	var refused []string
 	for _, v := range s.env {
-		if allow != nil && allow(v.name) {
+		if allow != nil && allow(v.name) && !isReservedEnv(v.name) {
 			env[v.name] = v.value
 		} else {
 			refused = append(refused, v.name)
@@ -288,6 +309,10 @@ func (s *session) request(r *ssh.Request, started bool) (bool, *startReq) {
 			s.log.Info("refused pty-req", "err", err, "started", started)
 			return false, nil
 		}
+		if s.c.auth.decision.Restrictions.NoPTY {
+			s.log.Info("refused pty-req: the certificate lacks permit-pty")
+			return false, nil
+		}
 		if replaced {
 			s.log.Info("replaced invalid TERM", "term", "xterm")
 		}
@@ -329,6 +354,9 @@ func (s *session) request(r *ssh.Request, started bool) (bool, *startReq) {
 			return true, nil
 		}
 		s.sendResize(ws)
+		if cast := s.rec.Load(); cast != nil {
+			cast.Resize(ws.Cols, ws.Rows)
+		}
 		return true, nil
 	case "signal":
 		sig, err := parseSignal(r.Payload)
@@ -395,6 +423,12 @@ type sessionRecord struct {
 	status    scheduler.ExitStatus
 	cut       string
 	err       error
+	// original is what the client asked to run when a certificate's
+	// force-command replaced it.
+	original string
+	// recording is the session's cast, when it was recorded.
+	recording recording.Summary
+	recordErr error
 }
 
 func (s *session) auditLine(r sessionRecord) {
@@ -406,6 +440,16 @@ func (s *session) auditLine(r sessionRecord) {
 	}
 	if r.cut != "" {
 		attrs = append(attrs, "cut", r.cut)
+	}
+	if s.c.auth.decision.Restrictions.ForceCommand != "" {
+		attrs = append(attrs, "forced_command", true, "original_command", r.original)
+	}
+	if r.recording.Path != "" {
+		attrs = append(attrs, "recording", r.recording.Path, "recording_bytes", r.recording.Bytes,
+			"recording_truncated", r.recording.Truncated, "unechoed_input_bytes", r.recording.UnechoedInput)
+	}
+	if r.recordErr != nil {
+		attrs = append(attrs, "recording_error", r.recordErr.Error())
 	}
 	if r.err != nil {
 		attrs = append(attrs, "error", r.err.Error())
