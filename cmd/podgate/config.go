@@ -45,6 +45,7 @@ type Config struct {
 	Profile ProfileConfig `group:"Default profile"`
 	Pool    PoolConfig    `group:"Warm pool"`
 	Limits  LimitsConfig  `group:"Limits"`
+	Record  RecordConfig  `group:"Session recordings"`
 	Ops     OpsConfig     `group:"Operations"`
 }
 
@@ -64,6 +65,7 @@ type SSHConfig struct {
 	MaxConnectionsPerIP   int           `env:"MAX_CONNECTIONS_PER_IP" envDefault:"20" min:"0" desc:"SSH connections allowed at once from one source address; 0 means no per-address limit."`
 	MaxConnectionsPerUser int           `env:"MAX_CONNECTIONS_PER_USER" envDefault:"10" min:"0" desc:"SSH connections one user may hold at once; 0 means no per-user limit."`
 	MaxPreauth            int           `env:"MAX_PREAUTH" envDefault:"64" min:"1" desc:"Connections allowed at once that have not finished authenticating, so that slow or hostile clients cannot exhaust the server."`
+	BannerFile            string        `env:"BANNER_FILE" envDefault:"" check:"file" desc:"Text file shown to every client before authentication (OpenSSH prints it above the password prompt), UTF-8 without control characters other than tab and newline, at most 8 KiB. A profile's podgate.io/banner annotation replaces it for logins that name the profile. Empty shows no banner."`
 }
 
 // AuthMode selects where podgate learns who may log in.
@@ -74,12 +76,13 @@ type AuthMode string
 const (
 	AuthKeys    AuthMode = "keys"
 	AuthWebhook AuthMode = "webhook"
+	AuthCerts   AuthMode = "certs"
 	AuthDemo    AuthMode = "demo"
 )
 
 // AuthConfig configures user authentication.
 type AuthConfig struct {
-	Mode             AuthMode      `env:"AUTH_MODE" envDefault:"keys" enum:"keys|webhook|demo" desc:"How users are authenticated: keys reads authorized_keys files, webhook asks an HTTP service, demo lets anyone in and needs PODGATE_DEMO_INSECURE=true."`
+	Mode             AuthMode      `env:"AUTH_MODE" envDefault:"keys" enum:"keys|webhook|certs|demo" desc:"How users are authenticated: keys reads authorized_keys files, webhook asks an HTTP service, certs accepts only SSH certificates (see PODGATE_USER_CA_KEYS), demo lets anyone in with any key or password (on loopback, or anywhere with PODGATE_DEMO_INSECURE=true). In keys and webhook modes, certificates are accepted as well."`
 	AuthorizedKeys   string        `env:"AUTHORIZED_KEYS" envDefault:"/etc/podgate/authorized_keys" desc:"In keys mode, an authorized_keys file whose lines carry the user name as comment, or a directory holding one authorized_keys file per user, named after the user."`
 	WebhookURL       string        `env:"AUTH_WEBHOOK_URL" envDefault:"" desc:"In webhook mode, the http(s) URL that receives each public key and answers with the user and allowed profiles."`
 	WebhookTimeout   time.Duration `env:"AUTH_WEBHOOK_TIMEOUT" envDefault:"5s" min:"1ms" desc:"How long one webhook call may take before it counts as failed."`
@@ -90,6 +93,8 @@ type AuthConfig struct {
 	DemoInsecure     bool          `env:"DEMO_INSECURE" envDefault:"false" desc:"Must be true for demo mode, which accepts every user without a credential; it exists so that nobody runs demo mode by accident."`
 	ThrottleFailures int           `env:"AUTH_THROTTLE_FAILURES" envDefault:"10" min:"0" desc:"Failed authentications allowed from one source address per PODGATE_AUTH_THROTTLE_WINDOW before its attempts are refused; 0 disables throttling."`
 	ThrottleWindow   time.Duration `env:"AUTH_THROTTLE_WINDOW" envDefault:"1m" min:"1s" desc:"Window over which failed authentications per source address are counted."`
+	UserCAKeys       string        `env:"USER_CA_KEYS" envDefault:"" check:"file" desc:"File of user CA public keys in OpenSSH's TrustedUserCAKeys format (one per line, # comments). A certificate signed by one of them logs in as the user part of the login name, which must be one of its principals, within its validity (one minute of clock skew allowed), honouring its force-command and source-address options and its permit-pty and permit-port-forwarding extensions. Profiles may trust CAs of their own (podgate.io/user-ca-keys). Empty trusts no CA here."`
+	RevokedKeys      string        `env:"REVOKED_KEYS" envDefault:"" check:"file" desc:"File of revoked certificates and keys, one per line: serial: N or N-M, id: KEY-ID, key: PUBLIC-KEY, hash: SHA256:FINGERPRINT (the text form ssh-keygen -k compiles into a KRL). Re-read within a second of a change; while it cannot be read or parsed, every certificate is refused."`
 }
 
 // KubeConfig says how podgate reaches the Kubernetes API. With nothing set it
@@ -129,6 +134,10 @@ type ProfileConfig struct {
 	ReconnectWindow time.Duration  `env:"RECONNECT_WINDOW" envDefault:"0s" min:"0s" desc:"In connection mode, how long a user's pod is kept after disconnecting so that a reconnect lands in the same pod; 0s deletes it at once."`
 	GuestHome       string         `env:"GUEST_HOME" envDefault:"/home/user" desc:"Home directory of the guest user in PODGATE_IMAGE; podgate mounts an emptyDir there, sized to PODGATE_POD_EPHEMERAL_STORAGE_LIMIT, so that it is writable on a read-only root. none mounts nothing."`
 	ReadOnlyRoot    bool           `env:"READ_ONLY_ROOT" envDefault:"true" desc:"Whether the guest container's root filesystem is read-only; home, /tmp and /var/tmp stay writable as size-limited emptyDirs. Set false for an image that must write elsewhere."`
+
+	MOTDFile       string               `env:"MOTD_FILE" envDefault:"" check:"file" desc:"Text file written to interactive terminal sessions after login (never to commands, scp or sftp), with {user} and {profile} replaced; UTF-8 without control characters other than tab and newline, at most 8 KiB. Empty writes nothing. PodTemplate profiles inherit it unless they set podgate.io/motd."`
+	DisableCommand bool                 `env:"DISABLE_COMMAND" envDefault:"false" desc:"With true, profiles are for file transfer only: shells and commands are refused with a message, sftp (and scp, which runs over sftp since OpenSSH 9; not legacy scp -O) still works. PodTemplate profiles inherit it unless they set podgate.io/disable-command."`
+	Record         scheduler.RecordMode `env:"RECORD" envDefault:"off" enum:"off|output|input" desc:"Which terminal sessions are recorded as asciinema casts in PODGATE_RECORD_DIR: off, output (what the terminal showed), or input (output, plus the keys the terminal echoed back; see the README). PodTemplate profiles inherit it unless they set podgate.io/record."`
 }
 
 // PoolConfig tunes how the warm pools create, age and share pods between
@@ -152,6 +161,13 @@ type LimitsConfig struct {
 	MemoryRequest  resource.Quantity `env:"POD_MEMORY_REQUEST" envDefault:"128Mi" desc:"Memory requested by each guest container, as a Kubernetes quantity; containers of PodTemplate profiles that state no memory request get it too."`
 	MemoryLimit    resource.Quantity `env:"POD_MEMORY_LIMIT" envDefault:"512Mi" desc:"Memory limit of each guest container, as a Kubernetes quantity; containers of PodTemplate profiles that state no memory limit get it too."`
 	EphemeralLimit resource.Quantity `env:"POD_EPHEMERAL_STORAGE_LIMIT" envDefault:"1Gi" desc:"Local disk a guest pod may fill (its writable layer, logs, home, /tmp and /var/tmp together) before the kubelet evicts it, as a Kubernetes quantity; each of those emptyDirs is capped at it too. PodTemplate profiles inherit it unless they set podgate.io/ephemeral-storage-limit; 0 sets no limit."`
+}
+
+// RecordConfig says where session recordings go and how long they stay.
+type RecordConfig struct {
+	Dir     string            `env:"RECORD_DIR" envDefault:"" check:"dir" desc:"Existing directory, writable by podgate, where recorded sessions are written, one .cast file per terminal session (named in its audit line). Needed when PODGATE_RECORD or a profile's podgate.io/record asks for recordings; profiles that do are refused without it."`
+	MaxSize resource.Quantity `env:"RECORD_MAX_SIZE" envDefault:"100Mi" desc:"Largest recording of one session; at the limit the cast ends with a marker saying so and the session goes on unrecorded. A profile's podgate.io/record-max-size overrides it."`
+	MaxAge  time.Duration     `env:"RECORD_MAX_AGE" envDefault:"720h" min:"0s" desc:"Recordings not written to for this long are deleted (checked every tenth of it, at least every hour); 0s keeps them forever."`
 }
 
 // LogFormat selects the slog handler.

@@ -238,7 +238,8 @@ func TestVarsMatchParser(t *testing.T) {
 // against.
 func TestEnumsMatchConstants(t *testing.T) {
 	want := map[string][]string{
-		"PODGATE_AUTH_MODE":  {string(AuthKeys), string(AuthWebhook), string(AuthDemo)},
+		"PODGATE_AUTH_MODE":  {string(AuthKeys), string(AuthWebhook), string(AuthCerts), string(AuthDemo)},
+		"PODGATE_RECORD":     {string(scheduler.RecordOff), string(scheduler.RecordOutput), string(scheduler.RecordInput)},
 		"PODGATE_MODE":       {string(scheduler.ModeConnection), string(scheduler.ModeSession)},
 		"PODGATE_LOG_FORMAT": {string(LogText), string(LogJSON)},
 	}

@@ -169,6 +169,8 @@ func crossCheck(c *Config, vars []envVar, rawOf func(*envVar) string) []error {
 		checkParentDir(p, func(problem string) { bad(&c.Ops.AuditLog, problem, "stdout, off, or a file in an existing directory") })
 	}
 
+	checkLoginSettings(c, bad)
+
 	if c.Pool.ReplicaID == "" {
 		host, err := os.Hostname()
 		if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/podgate/podgate/scheduler"
 	"github.com/podgate/podgate/sshfront"
 	"github.com/podgate/podgate/sshfront/auth"
+	"github.com/podgate/podgate/sshfront/recording"
 )
 
 // app is podgate's wired components.
@@ -38,6 +39,7 @@ type app struct {
 	pool      *pool.Pool
 	sched     *scheduler.Scheduler
 	guest     *guestcheck.Checker
+	records   *recording.Dir // nil when sessions are not recorded
 }
 
 // wire builds every component from cfg, with one shared client (and so one
@@ -85,6 +87,18 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	if home == HomeNone {
 		home = ""
 	}
+	login, err := loadLogin(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	clk := clock.RealClock{}
+	if cfg.Record.Dir != "" {
+		maxBytes, _ := cfg.Record.MaxSize.AsInt64() // range-checked by LoadConfig
+		a.records, err = recording.NewDir(recording.Config{Path: cfg.Record.Dir, MaxBytes: maxBytes, MaxAge: cfg.Record.MaxAge}, clk, log, reg)
+		if err != nil {
+			return nil, fmt.Errorf("PODGATE_RECORD_DIR: %w", err)
+		}
+	}
 	def, err := profile.FromConfig(profile.DefaultProfileConfig{
 		Image: cfg.Profile.Image, IdleCommand: cfg.Profile.IdleCommand,
 		PoolMin: cfg.Profile.PoolMin, PoolMax: cfg.Profile.PoolMax, NoGrow: !cfg.Profile.PoolGrow, Mode: cfg.Profile.Mode,
@@ -96,18 +110,18 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 		CPURequest: cfg.Limits.CPURequest.String(), CPULimit: cfg.Limits.CPULimit.String(),
 		MemRequest: cfg.Limits.MemoryRequest.String(), MemLimit: cfg.Limits.MemoryLimit.String(),
 		EphemeralLimit: cfg.Limits.EphemeralLimit.String(), Home: home, ReadOnlyRoot: cfg.Profile.ReadOnlyRoot,
+		MOTD: login.motd, DisableCommand: cfg.Profile.DisableCommand, Record: cfg.Profile.Record,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if a.store, err = profile.NewStore(def, tmplInf, log); err != nil {
+	if a.store, err = profile.NewStore(def, tmplInf, log, requireRecordDir(a.records)); err != nil {
 		return nil, err
 	}
 	execer, err := kube.NewExecutor(restCfg, cs.CoreV1(), log)
 	if err != nil {
 		return nil, err
 	}
-	clk := clock.RealClock{}
 	a.pool, err = pool.New(cs, podInf, leaseInf, a.store, execer, clk, log, reg, pool.Options{
 		Namespace: ns, ReplicaID: a.replica,
 		LivenessLeaseDuration: cfg.Pool.LeaseDuration, LeaderLeaseDuration: cfg.Pool.LeaseDuration,
@@ -154,6 +168,14 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	if err != nil {
 		return nil, err
 	}
+	authn = withRevocations(authn, login, clk, log)
+	certs, err := certificates(cfg.Auth, login, a.store, clk, log)
+	if err != nil {
+		return nil, err
+	}
+	if certs != nil { // never a typed nil in the interface
+		authn.Certificate = certs
+	}
 	a.ssh, err = sshfront.New(sshfront.Config{
 		HostKeys: hostKeys, HandshakeTimeout: cfg.SSH.HandshakeTimeout, MaxAuthTries: cfg.SSH.MaxAuthTries,
 		MaxPreAuth: cfg.SSH.MaxPreauth, MaxConnections: cfg.SSH.MaxConnections,
@@ -161,6 +183,7 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 		KeepaliveInterval: keepalive(cfg.SSH), KeepaliveMaxMissed: cfg.SSH.KeepaliveCount,
 		Throttle: auth.ThrottleConfig{MaxFailures: cfg.Auth.ThrottleFailures, Window: cfg.Auth.ThrottleWindow},
 		Demo:     cfg.Auth.Mode == AuthDemo, DemoInsecure: cfg.Auth.DemoInsecure,
+		Banner: login.banner, ProfileBanner: a.store.Banner, Recordings: a.records,
 	}, a.sched, authn, log, audit, reg)
 	if err != nil {
 		return nil, err
@@ -204,6 +227,9 @@ func (a *app) start(ctx context.Context) error {
 	g.Go(func() error { return a.pool.Run(gctx) })
 	g.Go(func() error { return a.sched.Run(gctx) })
 	g.Go(func() error { return a.guest.Run(gctx) })
+	if a.records != nil {
+		g.Go(func() error { return a.records.Run(gctx) })
+	}
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -222,6 +248,9 @@ func authenticators(c AuthConfig, log *slog.Logger) (sshfront.Authenticators, er
 	switch c.Mode {
 	case AuthDemo:
 		// sshfront's Demo setting accepts everyone itself.
+		return sshfront.Authenticators{}, nil
+	case AuthCerts:
+		// certificates adds the only method.
 		return sshfront.Authenticators{}, nil
 	case AuthWebhook:
 		w, err := auth.NewWebhook(auth.WebhookConfig{
