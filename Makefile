@@ -94,7 +94,7 @@ staticcheck:
 ## bench: end-to-end benchmark (report, CSV, plots in bench/results) on a real cluster (local, brought up if needed, or KUBECONFIG); BENCH_QUICK=1 for the reduced run
 bench: deps hostcheck bin/localcluster
 	mkdir -p bench/results
-	set -o pipefail; PODGATE_TEST_NO_CLUSTER=1 $(GO) test -run '^$$' -bench . -benchmem $(if $(filter 1,$(BENCH_QUICK)),-benchtime 200ms) ./pool/ ./sshfront/ | tee bench/results/micro-$$(date -u +%Y-%m-%d-%H%M).txt
+	set -o pipefail; PODGATE_TEST_NO_CLUSTER=1 $(GO) test -run '^$$' -bench . -benchmem $(if $(filter 1,$(BENCH_QUICK)),-benchtime 200ms) ./pool/ ./sshfront/ ./sshfront/recording/ | tee bench/results/micro-$$(date -u +%Y-%m-%d-%H%M).txt
 	$(GO) build -o bin/podgate-bench ./bench/cmd/podgate-bench
 	./hack/with-cluster.sh ./bin/podgate-bench $(if $(filter 1,$(BENCH_QUICK)),-quick)
 

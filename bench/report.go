@@ -175,12 +175,14 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	for _, t := range res.Transfers {
 		p("| %s | %d | %s | %.1f | %s | %s |", t.Name, t.Bytes, fms(t.Elapsed), t.MBps(), map[bool]string{true: "verified", false: "**mismatch**"}[t.Verified], t.Err)
 	}
+	p("")
+	recordingSection(&b, res)
 	if micro != "" {
 		if body, err := os.ReadFile(micro); err == nil {
 			p("")
 			p("## Micro-benchmarks")
 			p("")
-			p("`go test -run '^$' -bench . -benchmem ./pool/ ./sshfront/` (%s):", filepath.Base(micro))
+			p("`go test -run '^$' -bench . -benchmem ./pool/ ./sshfront/ ./sshfront/recording/` (%s):", filepath.Base(micro))
 			p("")
 			p("```")
 			b.Write(bytes.TrimSpace(body))

@@ -28,6 +28,7 @@ type Results struct {
 	Sustained Sustained
 	Memory    Memory
 	Transfers []Transfer
+	Recording []RecordingRun
 	// Failures lists scenarios that could not run, with the reason.
 	Failures []string
 }

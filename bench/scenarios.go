@@ -37,6 +37,9 @@ type Config struct {
 	MemConns, MemSessions int
 	// ThroughputMB is the size of each transfer.
 	ThroughputMB int
+	// RecordMB and RecordKeys size the recording scenario: terminal
+	// output per setting, and keystrokes timed.
+	RecordMB, RecordKeys int
 }
 
 // QPS is one client-go rate limiter setting.
@@ -52,6 +55,7 @@ func DefaultConfig() Config {
 		Sweep: []QPS{{5, 10}, {20, 40}, {50, 100}, {200, 400}},
 		Rate:  3, For: 60 * time.Second, SessionMin: 5 * time.Second, SessionMax: 15 * time.Second,
 		SustainedPoolMin: 5, MemConns: 40, MemSessions: 5, ThroughputMB: 200,
+		RecordMB: 100, RecordKeys: 300,
 	}
 }
 
@@ -65,6 +69,7 @@ func QuickConfig() Config {
 	c.SustainedPoolMin = 3
 	c.MemConns, c.MemSessions = 8, 5
 	c.ThroughputMB = 50
+	c.RecordMB, c.RecordKeys = 20, 100
 	return c
 }
 

@@ -44,7 +44,7 @@ func run() error {
 	dur := flag.Duration("sustained", 0, "sustained run length (default 60s, quick 20s)")
 	rate := flag.Float64("rate", 0, "sustained arrivals per second (default 3)")
 	mb := flag.Int("mb", 0, "throughput transfer size in MB (default 200, quick 50)")
-	only := flag.String("only", "", "comma-separated scenarios to run: warm,cold,burst,sustained,memory,throughput (default all)")
+	only := flag.String("only", "", "comma-separated scenarios to run: warm,cold,burst,sustained,memory,throughput,recording (default all)")
 	flag.Parse()
 
 	cfg := bench.DefaultConfig()
@@ -109,7 +109,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	units := float64(cfg.Warm+cfg.WarmSh+cfg.WarmBusy+cfg.Cold+cfg.Burst*len(cfg.Sweep)) + cfg.For.Seconds() + float64(cfg.MemConns*cfg.MemSessions) + 3
+	units := float64(cfg.Warm+cfg.WarmSh+cfg.WarmBusy+cfg.Cold+cfg.Burst*len(cfg.Sweep)) + cfg.For.Seconds() + float64(cfg.MemConns*cfg.MemSessions) + 3 + 3
 	prog := bench.NewProgress(os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), units)
 	r := &bench.Runner{Kube: kube, Kubeconfig: kubeconfig, Bin: bin, Work: work, Progress: prog, Log: prog.Logf,
 		ExtraEnv: strings.Fields(os.Getenv("BENCH_PODGATE_ENV")), LogDir: os.Getenv("BENCH_PODGATE_LOGS")}
@@ -147,6 +147,10 @@ func run() error {
 	if want("throughput") {
 		res.Transfers, err = r.Throughput(ctx, cfg)
 		fail("throughput", err)
+	}
+	if want("recording") {
+		res.Recording, err = r.Recording(ctx, cfg)
+		fail("recording", err)
 	}
 	prog.Done()
 	res.Meta.Duration = time.Since(start)
