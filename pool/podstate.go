@@ -131,6 +131,15 @@ func podFailure(p *corev1.Pod) (failure, bool) {
 			return failUnschedulable, true
 		}
 	}
+	// Under restart policy Never a regular container that ended, even
+	// with status 0 (a sidecar whose process exits), never runs again,
+	// so the pod can never be Ready: readiness is the whole pod's. Init
+	// containers are meant to end.
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.State.Terminated != nil && p.Spec.RestartPolicy == corev1.RestartPolicyNever {
+			return failCrash, true
+		}
+	}
 	statuses := append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...)
 	for _, cs := range statuses {
 		if t := cs.State.Terminated; t != nil && p.Spec.RestartPolicy == corev1.RestartPolicyNever && t.ExitCode != 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -173,8 +172,7 @@ func newConnAttachment(s *Scheduler, id Identity, pol Policy, pod *Pod, result s
 
 func (a *connAttachment) Settings() Settings { return settings(a.pol) }
 
-// PodName is the connection's pod, for the SSH front end's audit lines and
-// its "ssh -L port:<pod>:port" check.
+// PodName is the connection's pod, for the SSH front end's audit lines.
 func (a *connAttachment) PodName() string { return a.pod.Ref.Name }
 
 // Run runs one session in the connection's pod.
@@ -228,18 +226,6 @@ func (a *connAttachment) spare(tty bool) {
 	if !keep {
 		_ = prep.Close()
 	}
-}
-
-// DialTCP opens a stream to a port in the connection's pod.
-func (a *connAttachment) DialTCP(ctx context.Context, port uint16) (net.Conn, error) {
-	if !a.pol.PortForwarding {
-		return nil, fmt.Errorf("profile %q: %w", a.pol.Name, ErrForwardingDisabled)
-	}
-	c, err := a.s.execer.DialTCP(ctx, a.pod.Ref, port)
-	if err != nil {
-		return nil, fmt.Errorf("dialing port %d in pod %q: %w", port, a.pod.Ref.Name, err)
-	}
-	return c, nil
 }
 
 // Close parks the pod for the profile's reconnect window, or releases it.
@@ -340,11 +326,6 @@ func (a *sessionAttachment) Run(ctx context.Context, p Process) (ExitStatus, err
 		pod.Plain = nil
 	}
 	return a.s.runIn(ctx, a.id, a.pol, pod, p, prep, &a.first, result)
-}
-
-// DialTCP is refused: in session mode no pod outlives its session.
-func (a *sessionAttachment) DialTCP(context.Context, uint16) (net.Conn, error) {
-	return nil, fmt.Errorf("profile %q is in session mode: %w", a.pol.Name, ErrForwardingDisabled)
 }
 
 // Close gives back the attachment's slot; session pods are already

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -32,6 +33,9 @@ func (nopExecer) Exec(_ context.Context, _ scheduler.PodRef, c scheduler.Command
 	return scheduler.ExitStatus{}, nil
 }
 func (nopExecer) DialTCP(context.Context, scheduler.PodRef, uint16) (net.Conn, error) {
+	return nil, io.EOF
+}
+func (nopExecer) Relay(context.Context, scheduler.PodRef, string, uint16, func([]netip.Addr) (netip.Addr, error)) (net.Conn, error) {
 	return nil, io.EOF
 }
 

@@ -13,6 +13,8 @@ type metrics struct {
 	attach  *prometheus.HistogramVec
 	phase   *prometheus.HistogramVec
 	session *prometheus.HistogramVec
+	// forwards counts direct-tcpip channels; see forward.go.
+	forwards *prometheus.CounterVec
 }
 
 // attachBuckets resolve the warm target (tens of milliseconds) and keep
@@ -40,6 +42,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.session, err = register(reg, m.session); err != nil {
+		return nil, err
+	}
+	if m.forwards, err = forwardCounter(reg); err != nil {
 		return nil, err
 	}
 	return m, nil

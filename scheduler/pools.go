@@ -24,8 +24,11 @@ type Policy struct {
 	Subsystems map[string][]string
 	// EnvAllow lists variable names, beyond sshfront's base list, that may
 	// be passed to the pod.
-	EnvAllow       []string
+	EnvAllow []string
+	// PortForwarding allows direct-tcpip channels (ssh -L, -D): to the
+	// user's own pod, and to the destinations ForwardAllow lists.
 	PortForwarding bool
+	ForwardAllow   ForwardRules
 	IdleTimeout    time.Duration
 	MaxSession     time.Duration
 	// MaxWait bounds how long a connection waits for a cold pod.

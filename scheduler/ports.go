@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 )
 
 // PodRef names the container a command runs in.
@@ -41,6 +42,13 @@ type Execer interface {
 	Exec(ctx context.Context, pod PodRef, cmd Command) (ExitStatus, error)
 	// DialTCP opens a stream to a port inside the pod.
 	DialTCP(ctx context.Context, pod PodRef, port uint16) (net.Conn, error)
+	// Relay opens a TCP connection to host:port from inside the pod, so
+	// that the pod's network identity and NetworkPolicy apply to it. When
+	// host is a name the pod resolves it, and pick chooses the address to
+	// connect to among the ones it got (or refuses, and nothing is
+	// connected): the address connected to is always one pick allowed. A
+	// literal address is passed to pick alone. ctx bounds the setup only.
+	Relay(ctx context.Context, pod PodRef, host string, port uint16, pick func([]netip.Addr) (netip.Addr, error)) (net.Conn, error)
 }
 
 // Prepared is an exec stream opened ahead of time, whose wrapper is waiting

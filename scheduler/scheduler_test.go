@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -104,12 +105,16 @@ func (f *fakePools) heldCount() int {
 	return len(f.held)
 }
 
-// fakeExecer records argvs and writes "ok" to stdout.
+// fakeExecer records argvs and writes "ok" to stdout. Its relay resolves
+// names through resolved and records where it connected.
 type fakeExecer struct {
 	mu       sync.Mutex
 	argvs    [][]string
 	pods     []string
 	prepared int
+	resolved map[string][]netip.Addr
+	relayed  []string // address:port connected to
+	dialed   []uint16 // ports of the pod itself
 }
 
 var _ Execer = (*fakeExecer)(nil)
@@ -127,7 +132,28 @@ func (e *fakeExecer) Exec(_ context.Context, pod PodRef, cmd Command) (ExitStatu
 	return ExitStatus{}, nil
 }
 
-func (e *fakeExecer) DialTCP(context.Context, PodRef, uint16) (net.Conn, error) {
+func (e *fakeExecer) DialTCP(_ context.Context, _ PodRef, port uint16) (net.Conn, error) {
+	e.mu.Lock()
+	e.dialed = append(e.dialed, port)
+	e.mu.Unlock()
+	c, _ := net.Pipe()
+	return c, nil
+}
+
+func (e *fakeExecer) Relay(_ context.Context, _ PodRef, host string, port uint16, pick func([]netip.Addr) (netip.Addr, error)) (net.Conn, error) {
+	e.mu.Lock()
+	addrs := e.resolved[host]
+	e.mu.Unlock()
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{a}
+	}
+	a, err := pick(addrs)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.relayed = append(e.relayed, netip.AddrPortFrom(a, port).String())
+	e.mu.Unlock()
 	c, _ := net.Pipe()
 	return c, nil
 }
@@ -442,8 +468,8 @@ func TestPodGoneAndForwarding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.DialTCP(context.Background(), 22); !errors.Is(err, ErrForwardingDisabled) {
-		t.Errorf("DialTCP with forwarding off: %v", err)
+	if _, err := a.Dial(context.Background(), "localhost", 22); !errors.Is(err, ErrForwardingDisabled) {
+		t.Errorf("Dial with forwarding off: %v", err)
 	}
 	if a.Settings().AllowEnv("LANG") {
 		t.Error("env allowed without allowlist")

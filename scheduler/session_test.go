@@ -113,8 +113,8 @@ func TestSessionModeOwnPodPerRun(t *testing.T) {
 		}
 		<-pools.released
 	}
-	if _, err := a.DialTCP(context.Background(), 80); !errors.Is(err, ErrForwardingDisabled) {
-		t.Errorf("DialTCP in session mode: %v", err)
+	if _, err := a.Dial(context.Background(), "localhost", 80); !errors.Is(err, ErrForwardingDisabled) {
+		t.Errorf("Dial in session mode: %v", err)
 	}
 	_ = a.Close()
 	if n := pools.heldCount(); n != 0 {

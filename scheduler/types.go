@@ -138,8 +138,11 @@ type Attachment interface {
 	Settings() Settings
 	// Run runs one session channel's process to completion.
 	Run(ctx context.Context, p Process) (ExitStatus, error)
-	// DialTCP opens a stream to a port inside the connection's pod.
-	DialTCP(ctx context.Context, port uint16) (net.Conn, error)
+	// Dial opens a connection for a direct-tcpip channel (ssh -L, -D) to
+	// host:port: a port of the connection's own pod when host is
+	// localhost or the pod's name, else a destination the profile's
+	// ForwardAllow rules allow, reached from inside the pod.
+	Dial(ctx context.Context, host string, port uint16) (net.Conn, error)
 	// Close releases the attachment; in connection mode the pod is kept for
 	// the reconnect window when one is configured, else deleted.
 	Close() error
@@ -158,6 +161,18 @@ var (
 	// that allows subsystems only (Policy.DisableCommand).
 	ErrCommandDisabled    = errors.New("shell and exec disabled in profile")
 	ErrForwardingDisabled = errors.New("port forwarding disabled")
+	// ErrForwardDenied is a forwarding destination the profile's rules
+	// do not allow.
+	ErrForwardDenied = errors.New("forwarding destination not allowed")
+	// ErrHostNotFound is a forwarding destination whose name the pod
+	// could not resolve.
+	ErrHostNotFound = errors.New("host name not found")
+	// ErrRelayUnavailable is a pod whose image lacks what the relay
+	// needs: bash, and getent for host names.
+	ErrRelayUnavailable = errors.New("image cannot relay connections")
+	// ErrConnectFailed is a relay whose connection to an allowed
+	// destination failed (refused, unreachable, timed out).
+	ErrConnectFailed      = errors.New("connection to the destination failed")
 	ErrClusterUnavailable = errors.New("cluster unavailable")
 	// ErrBusy is podgate's own client-side throttling: the API server is
 	// fine, but podgate's request budget (PODGATE_KUBE_QPS and

@@ -47,6 +47,14 @@ func sentinelMessage(err error) string {
 		return "podgate: this account is for file transfer only: use sftp, or scp without -O; shells and commands are disabled"
 	case errors.Is(err, ErrForwardingDisabled):
 		return "podgate: port forwarding is disabled"
+	case errors.Is(err, ErrForwardDenied):
+		return "podgate: forwarding to this destination is not allowed"
+	case errors.Is(err, ErrHostNotFound):
+		return "podgate: host name not found"
+	case errors.Is(err, ErrRelayUnavailable):
+		return "podgate: this environment's image cannot relay connections (it needs bash, and getent for host names)"
+	case errors.Is(err, ErrConnectFailed):
+		return "podgate: connect failed"
 	case errors.Is(err, ErrBusy):
 		return "podgate: the server is busy, please try again in a moment"
 	case errors.Is(err, ErrClusterUnavailable):

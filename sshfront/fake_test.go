@@ -28,8 +28,8 @@ type fakeBackend struct {
 	gate chan struct{}
 	// run, if set, replaces running commands with os/exec.
 	run func(ctx context.Context, p scheduler.Process) (scheduler.ExitStatus, error)
-	// dial, if set, serves DialTCP.
-	dial func(ctx context.Context, port uint16) (net.Conn, error)
+	// dial, if set, serves Dial.
+	dial func(ctx context.Context, host string, port uint16) (net.Conn, error)
 
 	mu         sync.Mutex // guards the fields below
 	identities []scheduler.Identity
@@ -112,11 +112,11 @@ func (a *fakeAttachment) Close() error {
 	return nil
 }
 
-func (a *fakeAttachment) DialTCP(ctx context.Context, port uint16) (net.Conn, error) {
+func (a *fakeAttachment) Dial(ctx context.Context, host string, port uint16) (net.Conn, error) {
 	if a.b.dial == nil {
 		return nil, errors.New("no dialer")
 	}
-	return a.b.dial(ctx, port)
+	return a.b.dial(ctx, host, port)
 }
 
 func (a *fakeAttachment) Run(ctx context.Context, p scheduler.Process) (scheduler.ExitStatus, error) {

@@ -12,9 +12,10 @@ import (
 	"github.com/podgate/podgate/scheduler"
 )
 
-// forward serves a direct-tcpip channel (ssh -L, ssh -D) by dialling a port
-// inside the connection's pod. Only the pod itself can be reached: the host
-// must be a loopback name or the pod's own name.
+// forward serves a direct-tcpip channel (ssh -L, ssh -D): the attachment
+// dials a port of the connection's pod, or a destination the profile's
+// forwarding rules allow, from inside the pod. Refusals by policy are
+// "administratively prohibited"; everything else is "connect failed".
 func (c *conn) forward(ctx context.Context, nch ssh.NewChannel) {
 	host, port, err := parseDirectTCPIP(nch.ExtraData())
 	if err != nil {
@@ -32,19 +33,14 @@ func (c *conn) forward(ctx context.Context, nch ssh.NewChannel) {
 		_ = nch.Reject(ssh.Prohibited, scheduler.UserMessage(scheduler.ErrForwardingDisabled))
 		return
 	}
-	if !forwardHostAllowed(host, att) {
-		c.srv.log.Info("refused port forwarding to other host", "conn_id", c.connID, "host", host, "port", port)
-		_ = nch.Reject(ssh.Prohibited, "podgate: only ports inside your pod (localhost) can be forwarded")
-		return
-	}
-	target, err := att.DialTCP(ctx, port)
+	target, err := att.Dial(ctx, host, port)
 	if err != nil {
-		c.srv.log.Info("port forwarding dial failed", "conn_id", c.connID, "port", port, "err", err)
 		reason := ssh.ConnectionFailed
-		if errors.Is(err, scheduler.ErrForwardingDisabled) {
+		if errors.Is(err, scheduler.ErrForwardingDisabled) || errors.Is(err, scheduler.ErrForwardDenied) {
 			reason = ssh.Prohibited
 		}
-		_ = nch.Reject(reason, "podgate: connection refused")
+		c.srv.log.Info("port forwarding refused", "conn_id", c.connID, "host", host, "port", port, "err", err)
+		_ = nch.Reject(reason, scheduler.UserMessage(err))
 		return
 	}
 	ch, reqs, err := nch.Accept()
@@ -53,18 +49,9 @@ func (c *conn) forward(ctx context.Context, nch ssh.NewChannel) {
 		return
 	}
 	go ssh.DiscardRequests(reqs)
-	c.srv.log.Info("port forwarding", "conn_id", c.connID, "port", port)
+	c.srv.log.Info("port forwarding", "conn_id", c.connID, "host", host, "port", port, "to", target.RemoteAddr().String())
 	c.active.touch()
 	pipe(ctx, ch, target, &c.active)
-}
-
-func forwardHostAllowed(host string, att scheduler.Attachment) bool {
-	switch host {
-	case "localhost", "127.0.0.1", "::1":
-		return true
-	}
-	pn, ok := att.(podNamer)
-	return ok && host != "" && host == pn.PodName()
 }
 
 // closeWriter is implemented by TCP connections and SSH channels.

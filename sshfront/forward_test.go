@@ -3,8 +3,10 @@ package sshfront
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,15 +17,23 @@ import (
 	"github.com/podgate/podgate/scheduler"
 )
 
+// TestDirectTCPIP: the channel's host and port reach the attachment as
+// asked, and its refusals reach the client with the right reason.
 func TestDirectTCPIP(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var dialed []uint16
+		var dialed []string
 		var mu sync.Mutex
 		backend := &fakeBackend{
 			settings: scheduler.Settings{PortForwarding: true},
-			dial: func(_ context.Context, port uint16) (net.Conn, error) {
+			dial: func(_ context.Context, host string, port uint16) (net.Conn, error) {
+				switch host {
+				case "denied.example":
+					return nil, fmt.Errorf("not in the rules: %w", scheduler.ErrForwardDenied)
+				case "down.example":
+					return nil, &scheduler.Refusal{Reason: "connect failed: Connection refused", Err: scheduler.ErrConnectFailed}
+				}
 				mu.Lock()
-				dialed = append(dialed, port)
+				dialed = append(dialed, net.JoinHostPort(host, fmt.Sprint(port)))
 				mu.Unlock()
 				server, client := net.Pipe()
 				go func() { // an upper-casing echo server
@@ -37,7 +47,7 @@ func TestDirectTCPIP(t *testing.T) {
 		}
 		b := newBubble(t, nil, backend)
 		c := b.client("alice")
-		for _, host := range []string{"localhost", "127.0.0.1", "pod-1"} {
+		for _, host := range []string{"localhost", "pod-1", "web.demo.svc.cluster.local", "10.96.0.1"} {
 			conn, err := c.Dial("tcp", net.JoinHostPort(host, "8080"))
 			if err != nil {
 				t.Fatalf("forward to %s: %v", host, err)
@@ -49,14 +59,25 @@ func TestDirectTCPIP(t *testing.T) {
 			}
 			conn.Close()
 		}
-		if _, err := c.Dial("tcp", "example.com:80"); err == nil {
-			t.Fatalf("forward to another host accepted")
+		for _, tc := range []struct {
+			host   string
+			reason ssh.RejectionReason
+			msg    string
+		}{
+			{"denied.example", ssh.Prohibited, "podgate: forwarding to this destination is not allowed"},
+			{"down.example", ssh.ConnectionFailed, "podgate: connect failed: Connection refused"},
+		} {
+			_, err := c.Dial("tcp", tc.host+":80")
+			var oe *ssh.OpenChannelError
+			if !errors.As(err, &oe) || oe.Reason != tc.reason || oe.Message != tc.msg {
+				t.Errorf("forward to %s: %v, want %v %q", tc.host, err, tc.reason, tc.msg)
+			}
 		}
 		mu.Lock()
-		n := len(dialed)
-		mu.Unlock()
-		if n != 3 {
-			t.Fatalf("backend dialled %d times, want 3", n)
+		defer mu.Unlock()
+		want := []string{"localhost:8080", "pod-1:8080", "web.demo.svc.cluster.local:8080", "10.96.0.1:8080"}
+		if !slices.Equal(dialed, want) {
+			t.Fatalf("backend dialled %v, want %v", dialed, want)
 		}
 	})
 }

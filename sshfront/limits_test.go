@@ -252,8 +252,8 @@ func TestConnectionLimitWarnsSessionThenEveryoneLeaves(t *testing.T) {
 	})
 }
 
-// echoDial is a DialTCP that echoes every byte back.
-func echoDial(context.Context, uint16) (net.Conn, error) {
+// echoDial is a Dial that echoes every byte back.
+func echoDial(context.Context, string, uint16) (net.Conn, error) {
 	server, client := net.Pipe()
 	go func() {
 		defer server.Close()

@@ -35,7 +35,8 @@ const envPrefix = "PODGATE_"
 //	desc        one or two full sentences for operators
 //	enum        accepted values, separated by |
 //	min         smallest accepted number or duration
-//	check       file | dir | path | pathlist | hostport | dnslabel | labelvalue
+//	check       file | dir | path | pathlist | hostport | dnslabel | labelvalue |
+//	            dnssubdomain | forwardrules
 //	unprefixed  the variable is a standard one read without the prefix
 //	secret      the value is never echoed in errors
 type Config struct {
@@ -118,6 +119,8 @@ type KubeConfig struct {
 // get when they ask for no profile in particular.
 type ProfileConfig struct {
 	Image           string         `env:"IMAGE" envDefault:"localhost/podgate-debian:local" desc:"Container image of guest pods."`
+	PullPolicy      string         `env:"IMAGE_PULL_POLICY" envDefault:"IfNotPresent" enum:"IfNotPresent|Always|Never" desc:"When the kubelet pulls PODGATE_IMAGE, as a container's imagePullPolicy: IfNotPresent uses an image already on the node, Always checks the registry for every pod, Never only ever uses an image already on the node."`
+	PullSecrets     []string       `env:"IMAGE_PULL_SECRETS" envDefault:"" check:"dnssubdomain" desc:"Comma-separated names of Secrets of type kubernetes.io/dockerconfigjson in PODGATE_NAMESPACE holding registry credentials for PODGATE_IMAGE (the pods' imagePullSecrets). While one does not exist the default profile is refused, naming it; podgate then needs get, list and watch on those Secrets by name."`
 	IdleCommand     []string       `env:"IDLE_COMMAND" envSeparator:" " envDefault:"" desc:"Command a guest container runs while it waits for a user, as space-separated words; it must keep running until the pod is deleted and should exit on SIGTERM, or every deletion waits out the grace period. Empty: a /bin/sh sleep loop that exits at once on SIGTERM."`
 	PoolMin         int            `env:"POOL_MIN" envDefault:"2" min:"0" desc:"Idle pods kept warm so that logins do not wait for a pod to start."`
 	PoolMax         int            `env:"POOL_MAX" envDefault:"10" min:"1" desc:"Highest idle target of the warm pool. Each miss raises the target by one, but never above PODGATE_POOL_MIN plus twice the claims per second of the last 30 s times the median pod start time, so that a node that falls behind is not asked for ever more pods; quiet periods shrink it back to PODGATE_POOL_MIN. Pods in use are bounded by the connection and per-user limits, not by this."`
@@ -127,7 +130,8 @@ type ProfileConfig struct {
 	ExecWrapper     []string       `env:"EXEC_WRAPPER" envSeparator:" " envDefault:"/bin/sh -c" desc:"Command that runs a user's exec request (ssh host CMD), as space-separated words; the user's command is appended as one argument."`
 	SFTPPath        string         `env:"SFTP_PATH" envDefault:"/usr/lib/openssh/sftp-server" desc:"Path of the SFTP server inside the image, run for the sftp subsystem; none disables SFTP."`
 	EnvAllow        []string       `env:"ENV_ALLOW" envDefault:"LANG,LC_*" desc:"Comma-separated variable names a client may pass with SendEnv; a trailing * matches a prefix. PodTemplate profiles inherit it unless they set podgate.io/env-allow."`
-	PortForwarding  bool           `env:"PORT_FORWARDING" envDefault:"false" desc:"Whether users may forward ports into their pod (ssh -L and -D)."`
+	PortForwarding  bool           `env:"PORT_FORWARDING" envDefault:"false" desc:"Whether users may forward ports (ssh -L and -D) to their own pod and to the destinations PODGATE_FORWARD_ALLOW lists."`
+	ForwardAllow    string         `env:"FORWARD_ALLOW" envDefault:"" check:"forwardrules" desc:"Destinations beyond the user's own pod that ssh -L and -D may reach, connected from inside the pod so that its NetworkPolicy applies: comma-separated DEST:PORTS rules, DEST an IPv4 address or CIDR, an IPv6 one in brackets, a host name or *.domain, PORTS a port, a range such as 8000-8999, or *. A host name rule never leads to loopback, link-local or multicast addresses unless an address rule allows them. Empty: only the pod itself. Needs PODGATE_PORT_FORWARDING=true and bash (and getent, for names) in the image."`
 	IdleTimeout     time.Duration  `env:"IDLE_TIMEOUT" envDefault:"30m" min:"0s" desc:"A connection whose sessions and forwarded ports move no byte for this long is closed, including one with no session at all (ssh -N); 0s means never. PodTemplate profiles inherit it unless they set podgate.io/idle-timeout."`
 	MaxSession      time.Duration  `env:"MAX_SESSION" envDefault:"8h" min:"0s" desc:"Longest a connection may last, sessions and forwarded ports included, before it is closed; 0s means no limit. PodTemplate profiles inherit it unless they set podgate.io/max-session."`
 	MaxWait         time.Duration  `env:"MAX_WAIT" envDefault:"60s" min:"0s" desc:"How long a login may wait for a pod when none is free before it is refused; 0s refuses at once. PodTemplate profiles inherit it unless they set podgate.io/max-wait."`

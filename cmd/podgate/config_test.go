@@ -53,6 +53,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"replica", cfg.Pool.ReplicaID, "podgate-0"},
 		// Empty: the profile's own idle command, which exits on SIGTERM.
 		{"idle command", len(cfg.Profile.IdleCommand), 0},
+		{"pull policy", cfg.Profile.PullPolicy, "IfNotPresent"},
+		{"pull secrets", len(cfg.Profile.PullSecrets), 0},
+		{"forward allow", cfg.Profile.ForwardAllow, ""},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -66,6 +69,8 @@ func TestLoadConfigReadsValues(t *testing.T) {
 		"PODGATE_POOL_MIN=0", "PODGATE_POOL_GROW=false", "PODGATE_MODE=session", "PODGATE_IDLE_TIMEOUT=90s",
 		"PODGATE_PORT_FORWARDING=true", "PODGATE_ENV_ALLOW=LANG,FOO_*", "PODGATE_KUBE_QPS=12.5",
 		"PODGATE_POD_MEMORY_LIMIT=1Gi", "PODGATE_LOG_LEVEL=debug",
+		"PODGATE_IMAGE_PULL_POLICY=Always", "PODGATE_IMAGE_PULL_SECRETS=regcred,mirror",
+		"PODGATE_FORWARD_ALLOW=10.96.0.0/12:80, *.svc.cluster.local:443",
 		"PODGATE_SERVICE_HOST=10.0.0.1", "PODGATE_PORT_22_TCP=tcp://10.0.0.1:22", // service links are tolerated
 	)
 	cfg, err := LoadConfig(environ)
@@ -74,7 +79,9 @@ func TestLoadConfigReadsValues(t *testing.T) {
 	}
 	if cfg.Profile.PoolMin != 0 || cfg.Profile.PoolGrow || cfg.Profile.Mode != scheduler.ModeSession || cfg.Profile.IdleTimeout != 90*time.Second ||
 		!cfg.Profile.PortForwarding || !reflect.DeepEqual(cfg.Profile.EnvAllow, []string{"LANG", "FOO_*"}) ||
-		cfg.Kube.QPS != 12.5 || cfg.Limits.MemoryLimit.Value() != 1<<30 || cfg.Ops.LogLevel.Level().String() != "DEBUG" {
+		cfg.Kube.QPS != 12.5 || cfg.Limits.MemoryLimit.Value() != 1<<30 || cfg.Ops.LogLevel.Level().String() != "DEBUG" ||
+		cfg.Profile.PullPolicy != "Always" || !reflect.DeepEqual(cfg.Profile.PullSecrets, []string{"regcred", "mirror"}) ||
+		cfg.Profile.ForwardAllow != "10.96.0.0/12:80, *.svc.cluster.local:443" {
 		t.Errorf("values not read as set: %+v", cfg)
 	}
 }
@@ -123,6 +130,10 @@ func TestLoadConfigBadValues(t *testing.T) {
 		{"env pattern", "PODGATE_ENV_ALLOW=LANG,A-B", "PODGATE_ENV_ALLOW", `"A-B" is not a variable name`},
 		{"audit dir", "PODGATE_AUDIT_LOG=" + filepath.Join(dir, "no", "audit.log"), "PODGATE_AUDIT_LOG", "no such file or directory"},
 		{"newline", "PODGATE_LOG_LEVEL=info\nerror", "PODGATE_LOG_LEVEL", `"info\nerror"`},
+		{"pull policy", "PODGATE_IMAGE_PULL_POLICY=always", "PODGATE_IMAGE_PULL_POLICY", `not one of IfNotPresent, Always, Never`},
+		{"pull secret name", "PODGATE_IMAGE_PULL_SECRETS=regcred,Bad_Name", "PODGATE_IMAGE_PULL_SECRETS", `"Bad_Name": not a Kubernetes object name`},
+		{"forward rules", "PODGATE_PORT_FORWARDING=true\x00PODGATE_FORWARD_ALLOW=10.0.0.0/8:80,db.example", "PODGATE_FORWARD_ALLOW", `rule "db.example": no port`},
+		{"forward rules unused", "PODGATE_FORWARD_ALLOW=10.0.0.0/8:80", "PODGATE_FORWARD_ALLOW", "has no effect while PODGATE_PORT_FORWARDING is false"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind, func(t *testing.T) {

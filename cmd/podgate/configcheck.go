@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/podgate/podgate/scheduler"
 )
 
 // This file holds validation: the per-variable rules declared by the enum,
@@ -99,6 +101,14 @@ func checkValue(check, value string) (problem, want string) {
 		if errs := validation.IsValidLabelValue(value); len(errs) > 0 {
 			return "not a Kubernetes label value: " + errs[0], "e.g. podgate-0"
 		}
+	case "dnssubdomain":
+		if errs := validation.IsDNS1123Subdomain(value); len(errs) > 0 {
+			return "not a Kubernetes object name: " + errs[0], "lower-case names such as regcred"
+		}
+	case "forwardrules":
+		if _, err := scheduler.ParseForwardRules(value); err != nil {
+			return err.Error(), "rules such as 10.96.0.0/12:80,*.svc.cluster.local:443"
+		}
 	}
 	return "", ""
 }
@@ -124,6 +134,9 @@ func crossCheck(c *Config, vars []envVar, rawOf func(*envVar) string) []error {
 		problems = append(problems, v.problem(rawOf(v), problem, want))
 	}
 
+	if c.Profile.ForwardAllow != "" && !c.Profile.PortForwarding {
+		bad(&c.Profile.ForwardAllow, "has no effect while PODGATE_PORT_FORWARDING is false", "PODGATE_PORT_FORWARDING=true, or no rules")
+	}
 	if c.Profile.PoolMin > c.Profile.PoolMax {
 		bad(&c.Profile.PoolMin, fmt.Sprintf("more than PODGATE_POOL_MAX (%d)", c.Profile.PoolMax), "at most PODGATE_POOL_MAX")
 	}

@@ -110,6 +110,7 @@ func (v *envVar) accepts() string {
 		s = map[string]string{
 			"file": "file path", "dir": "directory", "path": "path", "pathlist": "file paths",
 			"hostport": "host:port", "dnslabel": "DNS label", "labelvalue": "label value",
+			"forwardrules": "DEST:PORTS rules",
 		}[v.Check]
 		if s == "" {
 			s = "text"

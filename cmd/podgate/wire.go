@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -28,12 +29,19 @@ import (
 	"github.com/podgate/podgate/sshfront/recording"
 )
 
+// informerFactory is what start needs of client-go's typed and metadata
+// informer factories.
+type informerFactory interface {
+	Start(stopCh <-chan struct{})
+	Shutdown()
+}
+
 // app is podgate's wired components.
 type app struct {
 	replica   string
 	health    *Health
 	ssh       *sshfront.Server
-	factories []informers.SharedInformerFactory
+	factories []informerFactory
 	synced    []cache.InformerSynced
 	store     *profile.Store
 	pool      *pool.Pool
@@ -101,9 +109,10 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	}
 	def, err := profile.FromConfig(profile.DefaultProfileConfig{
 		Image: cfg.Profile.Image, IdleCommand: cfg.Profile.IdleCommand,
+		ImagePullPolicy: corev1.PullPolicy(cfg.Profile.PullPolicy), ImagePullSecrets: cfg.Profile.PullSecrets,
 		PoolMin: cfg.Profile.PoolMin, PoolMax: cfg.Profile.PoolMax, NoGrow: !cfg.Profile.PoolGrow, Mode: cfg.Profile.Mode,
 		Shell: cfg.Profile.Shell, ExecWrapper: cfg.Profile.ExecWrapper, SFTPServer: sftp,
-		EnvAllow: cfg.Profile.EnvAllow, PortForwarding: cfg.Profile.PortForwarding,
+		EnvAllow: cfg.Profile.EnvAllow, PortForwarding: cfg.Profile.PortForwarding, ForwardAllow: cfg.Profile.ForwardAllow,
 		IdleTimeout: cfg.Profile.IdleTimeout, MaxSession: cfg.Profile.MaxSession,
 		MaxWait: cfg.Profile.MaxWait, ReconnectWindow: cfg.Profile.ReconnectWindow,
 		MaxPerUser: cfg.Limits.MaxPodsPerUser,
@@ -117,6 +126,18 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	}
 	if a.store, err = profile.NewStore(def, tmplInf, log, requireRecordDir(a.records)); err != nil {
 		return nil, err
+	}
+	pullSecrets, secretFactories, err := kube.PullSecretInformers(restCfg, ns, cfg.Profile.PullSecrets)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range secretFactories {
+		a.factories = append(a.factories, f)
+	}
+	if len(pullSecrets) > 0 {
+		if err := a.store.WatchPullSecrets(pullSecrets); err != nil {
+			return nil, err
+		}
 	}
 	execer, err := kube.NewExecutor(restCfg, cs.CoreV1(), log)
 	if err != nil {

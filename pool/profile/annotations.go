@@ -41,6 +41,12 @@ const (
 	AnnReconnectWindow = "podgate.io/reconnect-window"
 	AnnMaxPerUser      = "podgate.io/max-per-user"
 	AnnMaxConnections  = "podgate.io/max-connections"
+	// AnnContainer names the container sessions run in; see
+	// sessionContainer.
+	AnnContainer = "podgate.io/container"
+	// AnnForwardAllow lists the forwarding destinations beyond the pod;
+	// see scheduler.ForwardRules.
+	AnnForwardAllow = "podgate.io/forward-allow"
 	// AnnEphemeralStorage is the ephemeral-storage limit of the pod's
 	// containers and the size of its writable emptyDirs (see Disk).
 	AnnEphemeralStorage = "podgate.io/ephemeral-storage-limit"
@@ -91,6 +97,9 @@ func FromPodTemplate(pt *corev1.PodTemplate, d Defaults) (*Profile, error) {
 	}
 	disk := Disk{Limit: d.DiskLimit}
 	loose, err := parseAnnotations(p, &disk, pt.Annotations)
+	if err == nil {
+		err = checkAnnotations(p)
+	}
 	if err != nil {
 		var ae *AnnotationError
 		if errors.As(err, &ae) {
@@ -98,24 +107,10 @@ func FromPodTemplate(pt *corev1.PodTemplate, d Defaults) (*Profile, error) {
 		}
 		return nil, err
 	}
-	keepAlive(&p.Template.Spec)
 	if err := finish(p, loose, d.Resources, disk); err != nil {
 		return nil, fmt.Errorf("podtemplate %q: %w", pt.Name, err)
 	}
 	return p, nil
-}
-
-// keepAlive gives the first container the default idle command when the
-// template names neither a command nor arguments for it. Such a container
-// would run the image's own CMD, which for a login image is typically a
-// shell: with no terminal and no stdin it exits at once, the pod (restart
-// policy Never) ends Succeeded, and the pool would classify every pod of
-// the profile as crashing. A template that sets command or args keeps
-// them: it means its entrypoint to stay up.
-func keepAlive(s *corev1.PodSpec) {
-	if c := firstContainer(s); c != nil && len(c.Command) == 0 && len(c.Args) == 0 {
-		c.Command = append([]string(nil), defaultIdleCommand...)
-	}
 }
 
 // parseAnnotations reads every podgate.io/ annotation into p. Unknown keys
@@ -136,6 +131,20 @@ func parseAnnotations(p *Profile, disk *Disk, ann map[string]string) (Loosening,
 		}
 	}
 	return l, nil
+}
+
+// checkAnnotations applies the rules that involve the template or more than
+// one annotation, so that their errors name the annotation too.
+func checkAnnotations(p *Profile) error {
+	if !p.ForwardAllow.IsZero() && !p.PortForwarding {
+		return &AnnotationError{Key: AnnForwardAllow, Err: fmt.Errorf("has no effect unless %s is true", AnnPortForwarding)}
+	}
+	if p.container != "" {
+		if _, err := sessionContainer(p); err != nil {
+			return &AnnotationError{Key: AnnContainer, Err: err}
+		}
+	}
+	return nil
 }
 
 func parseOne(p *Profile, l *Loosening, disk *Disk, k, v string) error {
@@ -172,6 +181,10 @@ func parseOne(p *Profile, l *Loosening, disk *Disk, k, v string) error {
 		p.ReconnectWindow, err = parseDuration(v)
 	case AnnPortForwarding:
 		p.PortForwarding, err = strconv.ParseBool(v)
+	case AnnForwardAllow:
+		p.ForwardAllow, err = scheduler.ParseForwardRules(v)
+	case AnnContainer:
+		p.container = v
 	case AnnUserSelectable:
 		p.UserSelectable, err = strconv.ParseBool(v)
 	case AnnAllowedUsers:

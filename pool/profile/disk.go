@@ -23,12 +23,12 @@ type Disk struct {
 	// Home, when set, is the guest user's home directory in the image; it
 	// becomes an emptyDir, so that it is writable on a read-only root.
 	Home string
-	// ReadOnlyRoot mounts the first container's root filesystem
+	// ReadOnlyRoot mounts the session container's root filesystem
 	// read-only; /tmp, /var/tmp and Home stay writable as emptyDirs.
 	ReadOnlyRoot bool
 }
 
-// Names of the volumes podgate adds to the first container.
+// Names of the volumes podgate adds to the session container.
 const (
 	volTmp    = "podgate-tmp"
 	volVarTmp = "podgate-var-tmp"
@@ -36,10 +36,10 @@ const (
 )
 
 // applyDisk sets the ephemeral-storage limit on every container that
-// states none, and gives the first container its writable emptyDirs and,
-// when asked, a read-only root. A path the template already mounts
-// something at is left as the template has it.
-func applyDisk(s *corev1.PodSpec, d Disk) {
+// states none, and gives the session container (named session) its
+// writable emptyDirs and, when asked, a read-only root. A path the
+// template already mounts something at is left as the template has it.
+func applyDisk(s *corev1.PodSpec, d Disk, session string) {
 	if !d.Limit.IsZero() {
 		for _, cs := range [][]corev1.Container{s.InitContainers, s.Containers} {
 			for i := range cs {
@@ -51,7 +51,7 @@ func applyDisk(s *corev1.PodSpec, d Disk) {
 			}
 		}
 	}
-	c := firstContainer(s)
+	c := containerNamed(s, session)
 	if c == nil {
 		return
 	}

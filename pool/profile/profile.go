@@ -36,8 +36,9 @@ var (
 type Profile struct {
 	scheduler.Policy
 	Access
-	// Template is the rendered pod template, secure defaults applied. The
-	// first container is where commands run.
+	// Template is the rendered pod template, secure defaults applied.
+	// Sessions run in the container Container names; any others are
+	// sidecars.
 	Template corev1.PodTemplateSpec
 	// Hash identifies Template; pods carry it in podgate.io/template-hash.
 	Hash    string
@@ -53,15 +54,13 @@ type Profile struct {
 	// Defaults are what PodTemplate profiles inherit from this one; they
 	// are set on the profile FromConfig builds.
 	Defaults Defaults
+
+	// container is the session container's name; see sessionContainer.
+	container string
 }
 
 // Container returns the name of the container commands run in.
-func (p *Profile) Container() string {
-	if len(p.Template.Spec.Containers) == 0 {
-		return ""
-	}
-	return p.Template.Spec.Containers[0].Name
-}
+func (p *Profile) Container() string { return p.container }
 
 // DefaultProfileConfig holds the plain values cmd reads from the environment
 // to build the default profile. Zero values take the documented defaults.
@@ -79,6 +78,7 @@ type DefaultProfileConfig struct {
 	SFTPServer      string         // default /usr/lib/openssh/sftp-server; "-" disables sftp
 	EnvAllow        []string
 	PortForwarding  bool
+	ForwardAllow    string        // scheduler.ParseForwardRules syntax
 	IdleTimeout     time.Duration // 0: never
 	MaxSession      time.Duration // 0: no limit
 	MaxWait         time.Duration // 0: refuse at once when no pod is idle
@@ -99,6 +99,9 @@ type DefaultProfileConfig struct {
 	Home string
 	// ReadOnlyRoot mounts the guest's root filesystem read-only.
 	ReadOnlyRoot bool
+	// ImagePullSecrets name Secrets in the guest namespace; see
+	// Store.WatchPullSecrets for how a missing one is reported.
+	ImagePullSecrets []string
 
 	// DisableCommand, MOTD and Record are as in scheduler.Policy, and
 	// PodTemplate profiles inherit them; the MOTD must pass CheckMessage.
@@ -135,6 +138,9 @@ func FromConfig(c DefaultProfileConfig) (*Profile, error) {
 	pol.MaxConnections = c.MaxConnections
 	pol.AllowedUsers = c.AllowedUsers
 	pol.UserSelectable = true
+	if pol.ForwardAllow, err = scheduler.ParseForwardRules(c.ForwardAllow); err != nil {
+		return nil, fmt.Errorf("default profile: forwarding rules: %w", err)
+	}
 	sftp := c.SFTPServer
 	if sftp == "" {
 		sftp = defaultSFTPServer
@@ -160,6 +166,9 @@ func FromConfig(c DefaultProfileConfig) (*Profile, error) {
 	tmpl := corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{ctr}},
+	}
+	for _, name := range c.ImagePullSecrets {
+		tmpl.Spec.ImagePullSecrets = append(tmpl.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
 	}
 	p := &Profile{Policy: pol, Template: tmpl, PoolMin: c.PoolMin, PoolMax: c.PoolMax, NoGrow: c.NoGrow, Source: "config", Defaults: d}
 	disk := Disk{Limit: d.DiskLimit, Home: c.Home, ReadOnlyRoot: c.ReadOnlyRoot}
@@ -238,17 +247,22 @@ func finish(p *Profile, loose Loosening, res corev1.ResourceRequirements, disk D
 	if p.PoolMax > maxPoolSize {
 		return fmt.Errorf("pool max %d exceeds the limit of %d", p.PoolMax, maxPoolSize)
 	}
-	if len(p.Template.Spec.Containers) == 0 {
-		return fmt.Errorf("pod template has no containers")
+	if !p.ForwardAllow.IsZero() && !p.PortForwarding {
+		return fmt.Errorf("forwarding rules %q have no effect while port forwarding is off", p.ForwardAllow)
 	}
-	if p.Template.Spec.Containers[0].Image == "" {
-		return fmt.Errorf("container %q has no image", p.Template.Spec.Containers[0].Name)
+	session, err := sessionContainer(p)
+	if err != nil {
+		return err
+	}
+	if session.Image == "" {
+		return fmt.Errorf("container %q has no image", session.Name)
 	}
 	if err := checkLogin(p); err != nil {
 		return err
 	}
-	applyDisk(&p.Template.Spec, disk)
-	applySecureDefaults(&p.Template, loose, res)
+	keepAlive(session)
+	applyDisk(&p.Template.Spec, disk, session.Name)
+	applySecureDefaults(&p.Template, loose, res, session.Name)
 	h, err := templateHash(&p.Template)
 	if err != nil {
 		return err

@@ -276,7 +276,7 @@ func FuzzFromPodTemplate(f *testing.F) {
 	}
 	keys := []string{AnnPoolMin, AnnPoolMax, AnnMode, AnnShell, AnnExecWrapper, AnnSubsystems, AnnIdleTimeout,
 		AnnMaxSession, AnnMaxWait, AnnPortForwarding, AnnAllowedUsers, AnnUserSelectable, AnnEnvAllow,
-		AnnReconnectWindow, AnnMaxPerUser, AnnMaxConnections, AnnAllowRoot}
+		AnnReconnectWindow, AnnMaxPerUser, AnnMaxConnections, AnnAllowRoot, AnnForwardAllow, AnnContainer}
 	f.Fuzz(func(t *testing.T, key, val string) {
 		for _, k := range append(keys, key) {
 			p, err := fromTemplate(template(map[string]string{k: val}, oneContainer()))

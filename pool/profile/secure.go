@@ -29,12 +29,15 @@ type Loosening struct {
 // verified by the kubelet even for images with a named USER.
 const guestUID = 1000
 
-// applySecureDefaults hardens a template in place. Values a template sets
+// applySecureDefaults hardens a template in place: the pod and every
+// container, sidecars and init containers included. Values a template sets
 // explicitly win unless they are a loosening the profile did not ask for.
+// session names the container sessions run in, which gets the startup
+// probe.
 // Containers get res's requests and limits for every resource they state
 // nothing about, and fallbackDefaults' where res says nothing either, so
 // that no guest container runs without a CPU and memory limit.
-func applySecureDefaults(t *corev1.PodTemplateSpec, l Loosening, res corev1.ResourceRequirements) {
+func applySecureDefaults(t *corev1.PodTemplateSpec, l Loosening, res corev1.ResourceRequirements, session string) {
 	s := &t.Spec
 	if !l.ServiceAccountToken || s.AutomountServiceAccountToken == nil {
 		s.AutomountServiceAccountToken = ptr.To(l.ServiceAccountToken)
@@ -68,7 +71,7 @@ func applySecureDefaults(t *corev1.PodTemplateSpec, l Loosening, res corev1.Reso
 	for i := range s.Containers {
 		hardenContainer(&s.Containers[i], l, res)
 	}
-	if c := firstContainer(s); c != nil && c.ReadinessProbe == nil && c.StartupProbe == nil {
+	if c := containerNamed(s, session); c != nil && c.ReadinessProbe == nil && c.StartupProbe == nil {
 		// Ready must mean "can run a command": a startup probe makes the
 		// kubelet exec into the container once before reporting Ready.
 		// It is a startup probe, not a readiness probe, because it stops
@@ -84,11 +87,13 @@ func applySecureDefaults(t *corev1.PodTemplateSpec, l Loosening, res corev1.Reso
 	}
 }
 
-func firstContainer(s *corev1.PodSpec) *corev1.Container {
-	if len(s.Containers) == 0 {
-		return nil
+func containerNamed(s *corev1.PodSpec, name string) *corev1.Container {
+	for i := range s.Containers {
+		if s.Containers[i].Name == name {
+			return &s.Containers[i]
+		}
 	}
-	return &s.Containers[0]
+	return nil
 }
 
 // hardenContainer applies the per-container part of the secure defaults.

@@ -33,6 +33,9 @@ type Store struct {
 	// checks are the server's own conditions on a template profile, such
 	// as "recording needs a recording directory"; see NewStore.
 	checks []func(*Profile) error
+	// secrets watch the default profile's image pull secrets, by name;
+	// set before Run by WatchPullSecrets, read-only after.
+	secrets map[string]cache.SharedIndexInformer
 
 	// mu protects the following.
 	mu      sync.Mutex
@@ -63,8 +66,8 @@ func NewStore(def *Profile, templates cache.SharedIndexInformer, log *slog.Logge
 // Run waits for the template cache to sync and then until ctx ends. The
 // informer itself is started by its factory.
 func (s *Store) Run(ctx context.Context) error {
-	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
-		return fmt.Errorf("waiting for pod template cache: %w", ctx.Err())
+	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced, s.pullSecretsSynced) {
+		return fmt.Errorf("waiting for pod template and pull secret caches (pull secrets %v): %w", s.pullSecretNames(), ctx.Err())
 	}
 	s.rebuild()
 	<-ctx.Done()
@@ -147,6 +150,10 @@ func (s *Store) build(pts []*corev1.PodTemplate) map[string]Entry {
 	entries := map[string]Entry{}
 	if s.def != nil {
 		entries[s.def.Name] = Entry{Name: s.def.Name, Profile: s.def}
+		if err := s.checkPullSecrets(s.def); err != nil {
+			s.log.Error("invalid profile", "profile", s.def.Name, "source", s.def.Source, "err", err)
+			entries[s.def.Name] = Entry{Name: s.def.Name, Err: err}
+		}
 	}
 	slices.SortFunc(pts, func(a, b *corev1.PodTemplate) int {
 		if a.Name < b.Name {
