@@ -168,7 +168,7 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	p("")
 	p("## 7. Throughput")
 	p("")
-	p("One connection to a warm pod; `cat` gets %d MB on stdin and sends it back (both directions at once); sftp (github.com/pkg/sftp over the same Go client) uploads %d MB to /tmp in the pod and downloads it. SHA-256 of what came back is compared with what was sent.", c.ThroughputMB, c.ThroughputMB)
+	p("One connection to a warm pod; `cat` gets %d MB on stdin and sends it back (both directions at once); sftp (github.com/pkg/sftp over the same Go client) uploads %d MB to /tmp in the pod and downloads it; the same file is then fetched from BusyBox httpd in the pod over ssh -L channels, once to localhost (the pod's own port-forward) and once to the pod's address (the relay exec'd in the pod, as for any destination beyond the pod). SHA-256 of what came back is compared with what was sent.", c.ThroughputMB, c.ThroughputMB)
 	p("")
 	p("| transfer | bytes | time | MB/s | checksum | error |")
 	p("|---|---|---|---|---|---|")

@@ -145,3 +145,31 @@ func BenchmarkPreparedFirstByteTTY(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRelaySetup measures what a forwarded connection to a destination
+// beyond the pod waits for before data flows: the relay's exec, the
+// resolution of a name in the pod (for "name"), and the connect. The relay's
+// hang-up at Close is left out of the timer.
+func BenchmarkRelaySetup(b *testing.B) {
+	env := kubetest.New(b)
+	e := newTestExecutor(b, env)
+	pod := startPods(b, env, podSpec{
+		image:     kubetest.DebianImage,
+		command:   []string{"busybox", "httpd", "-f", "-p", "8080", "-h", "/tmp"},
+		readyPort: 8080,
+	})[0]
+	ctx := context.Background()
+	for name, host := range map[string]string{"address": "127.0.0.1", "name": "localhost"} {
+		b.Run(name, func(b *testing.B) {
+			for range b.N {
+				c, err := e.Relay(ctx, pod, host, 8080, allowAll)
+				if err != nil {
+					b.Fatalf("Relay: %v", err)
+				}
+				b.StopTimer()
+				c.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}

@@ -81,7 +81,17 @@ exec bash -c "$0" podgate-relay "$@"
 
 // relayScript is the relay proper; $1 is the host, $2 the port, $3 the
 // mode (resolve or connect). In connect mode the host is an address.
+//
+// A HUP or TERM (Close, or the executor's hang-up) must never leave a copy
+// behind. Until both copies run and their PIDs are known, the trap only
+// notes the signal, and the script checks the note before each step (an
+// interrupted read returns at once); from then on the trap ends both
+// copies. bash defers a trap until a foreground command ends, hence the
+// copies run in the background and the script waits with the wait
+// builtin, which a trapped signal interrupts.
 const relayScript = `say() { printf '` + relayPrefix + `%s\n' "$*"; }
+stop= down= up=
+trap 'stop=1' HUP TERM
 host=$1 port=$2 mode=$3 ip=$1
 if [ "$mode" = resolve ]; then
 	command -v getent >/dev/null 2>&1 || { say error ` + relayNoGetent + `; exit 3; }
@@ -90,15 +100,16 @@ if [ "$mode" = resolve ]; then
 	done
 	say resolved
 	IFS= read -r ip || exit 0
-	[ -n "$ip" ] || exit 0
+	[ -n "$ip" ] && [ -z "$stop" ] || exit 0
 fi
 if ! exec 3<>"/dev/tcp/$ip/$port"; then say error ` + relayConnect + `; exit 4; fi
+[ -z "$stop" ] || exit 0
 say connected
-down= up=
-trap 'kill $down $up 2>/dev/null; exit 0' HUP TERM
 cat <&3 & down=$!
 cat <&0 >&3 & up=$!
 exec 3<&-
+trap 'kill $down $up 2>/dev/null; exit 0' HUP TERM
+[ -z "$stop" ] || { kill $down $up 2>/dev/null; exit 0; }
 wait "$down"
 kill "$up" 2>/dev/null
 exit 0
@@ -125,7 +136,7 @@ func (e *Executor) Relay(ctx context.Context, pod scheduler.PodRef, host string,
 	}
 	c, err := dialRelay(ctx, run, host, port, pick)
 	if err != nil {
-		return nil, fmt.Errorf("relaying from pod %s/%s to %s port %d: %w", pod.Namespace, pod.Name, host, port, err)
+		return nil, fmt.Errorf("relay in pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	c.local = forwardAddr("relay in " + pod.Namespace + "/" + pod.Name)
 	return c, nil
@@ -194,10 +205,11 @@ type relayConn struct {
 	out     *bufio.Reader // over stdoutR; control lines, then data
 	diag    *syncBuffer   // the relay's stderr, for error messages
 
-	cancel context.CancelFunc // ends the exec
-	done   chan struct{}      // closed when the exec has returned
-	status scheduler.ExitStatus
-	err    error // the exec's error; status and err are valid after done
+	signals chan string        // to the relay; Close sends TERM
+	cancel  context.CancelFunc // tears the exec down
+	done    chan struct{}      // closed when the exec has returned
+	status  scheduler.ExitStatus
+	err     error // the exec's error; status and err are valid after done
 
 	local  net.Addr
 	remote net.Addr
@@ -214,14 +226,15 @@ func startRelay(run runFunc, argv []string) *relayConn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &relayConn{
 		stdinR: stdinR, stdinW: stdinW, stdoutR: stdoutR,
-		out:    bufio.NewReaderSize(stdoutR, 32<<10),
-		diag:   &syncBuffer{},
-		cancel: cancel, done: make(chan struct{}),
+		out:     bufio.NewReaderSize(stdoutR, 32<<10),
+		diag:    &syncBuffer{},
+		signals: make(chan string, 1),
+		cancel:  cancel, done: make(chan struct{}),
 		local: forwardAddr("relay"),
 	}
 	go func() {
 		defer close(c.done)
-		c.status, c.err = run(ctx, scheduler.Command{Argv: argv, Stdin: stdinR, Stdout: stdoutW, Stderr: c.diag})
+		c.status, c.err = run(ctx, scheduler.Command{Argv: argv, Stdin: stdinR, Stdout: stdoutW, Stderr: c.diag, Signals: c.signals})
 		// EOF for the reader once the relay has ended on its own; its
 		// failure otherwise. Writes fail from now on: nothing reads
 		// the relay's stdin any more.
@@ -334,16 +347,34 @@ func (c *relayConn) Write(p []byte) (int, error) { return c.stdinW.Write(p) }
 // CloseWrite ends the relay's stdin; see the half-close note above.
 func (c *relayConn) CloseWrite() error { return c.stdinW.Close() }
 
-// Close ends the relay: the exec's cancellation hangs it up (its trap then
-// ends both copies) and tears the stream down. It waits for the exec to
-// return, which the executor bounds.
+// relayCloseTimeout bounds how long Close waits for a terminated relay to
+// exit before it tears its stream down.
+const relayCloseTimeout = 5 * time.Second
+
+// Close ends the relay and waits for its exec to return. It asks first: a
+// TERM makes the relay's trap end both copies and exit, so the exec ends as
+// any command does (tearing a stream down instead makes client-go log
+// errors about the broken connection); what the destination still sends
+// meanwhile is discarded. A relay that does not exit in time, or a setup
+// still under way, is torn down.
 func (c *relayConn) Close() error {
 	c.closeOnce.Do(func() {
-		c.cancel()
+		defer c.cancel()
+		select {
+		case c.signals <- "TERM":
+		default:
+		}
 		c.stdinW.CloseWithError(net.ErrClosed)
+		go func() { _, _ = io.Copy(io.Discard, c.stdoutR) }()
+		timer := time.NewTimer(relayCloseTimeout)
+		defer timer.Stop()
+		select {
+		case <-c.done:
+		case <-timer.C:
+			c.cancel()
+			<-c.done
+		}
 		c.stdinR.CloseWithError(net.ErrClosed)
-		c.stdoutR.CloseWithError(net.ErrClosed)
-		<-c.done
 	})
 	return nil
 }

@@ -49,6 +49,21 @@ func localRun(path string) runFunc {
 			_, _ = io.Copy(in, cmd.Stdin)
 			in.Close()
 		}()
+		// Signals are delivered as the executor delivers them.
+		exited := make(chan struct{})
+		defer close(exited)
+		go func() {
+			for {
+				select {
+				case name := <-cmd.Signals:
+					if name == "TERM" {
+						_ = p.Process.Signal(syscall.SIGTERM)
+					}
+				case <-exited:
+					return
+				}
+			}
+		}()
 		err = p.Wait()
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.ExitCode() >= 0 {
@@ -314,5 +329,22 @@ func TestRelayCancelledSetup(t *testing.T) {
 	_, err := dialRelay(ctx, localRun(os.Getenv("PATH")), "localhost", srv.port(), pick)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
+
+// TestRelayCloseAtOnce: a relay closed the moment it connected, before it
+// may have set up its copies, still leaves nothing holding the connection:
+// the destination sees it end.
+func TestRelayCloseAtOnce(t *testing.T) {
+	srv := newServer(t, upperEcho)
+	for range 5 {
+		c, err := dialRelay(context.Background(), localRun(os.Getenv("PATH")), "127.0.0.1", srv.port(), allowAll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		<-srv.closed
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -161,7 +162,11 @@ func TestForwardIntoCluster(t *testing.T) {
 		if body := httpGetRetry(t, "http://127.0.0.1:"+byIP+"/index.html"); strings.TrimSpace(body) != "hello-from-web" {
 			t.Errorf("GET through ssh -L to %s: %q", webIP, body)
 		}
-		from := strings.TrimSpace(httpGetRetry(t, "http://127.0.0.1:"+byName+"/cgi-bin/ip"))
+		// httpd writes an IPv4 peer as [::ffff:a.b.c.d].
+		from := strings.Trim(strings.TrimSpace(httpGetRetry(t, "http://127.0.0.1:"+byName+"/cgi-bin/ip")), "[]")
+		if a, err := netip.ParseAddr(from); err == nil {
+			from = a.Unmap().String()
+		}
 		// The connection left from the user's pod, not from podgate.
 		if pod := claimedPod(t, s, "fwd"); from != pod.Status.PodIP {
 			t.Errorf("the web server saw a connection from %q, want the user's pod %s (%s)", from, pod.Name, pod.Status.PodIP)
