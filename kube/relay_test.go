@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/scheduler"
 )
 
@@ -76,20 +77,30 @@ func localRun(path string) runFunc {
 	}
 }
 
+// relayTools are the host tools the relay runs, as the pod would.
+var relayTools = []string{"sh", "bash", "cat", "getent"}
+
 // toolDir makes a PATH directory holding only the named host tools.
 func toolDir(t *testing.T, tools ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for _, name := range tools {
-		p, err := exec.LookPath(name)
+		p, err := hosttools.Path(name)
 		if err != nil {
-			t.Skipf("host tool %s: %v", name, err)
+			t.Fatal(err)
 		}
 		if err := os.Symlink(p, filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return dir
+}
+
+// hostPath is a PATH holding the relay's tools.
+func hostPath(t *testing.T) string {
+	t.Helper()
+	hosttools.Require(t, relayTools...)
+	return toolDir(t, relayTools...)
 }
 
 // server is a loopback TCP server that serves each connection with handle
@@ -154,7 +165,7 @@ func allowAll(addrs []netip.Addr) (netip.Addr, error) {
 
 func TestRelayToAddress(t *testing.T) {
 	srv := newServer(t, upperEcho)
-	c, err := dialRelay(context.Background(), localRun(os.Getenv("PATH")), "127.0.0.1", srv.port(), allowAll)
+	c, err := dialRelay(context.Background(), localRun(hostPath(t)), "127.0.0.1", srv.port(), allowAll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +203,7 @@ func TestRelayBulk(t *testing.T) {
 		got <- sha256.Sum256(in)
 		_, _ = c.Write(in)
 	})
-	c, err := dialRelay(context.Background(), localRun(os.Getenv("PATH")), "127.0.0.1", srv.port(), allowAll)
+	c, err := dialRelay(context.Background(), localRun(hostPath(t)), "127.0.0.1", srv.port(), allowAll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +225,7 @@ func TestRelayDestinationTalksFirst(t *testing.T) {
 		_, _ = io.WriteString(c, "SSH-2.0-banner\r\n")
 		_, _ = io.Copy(io.Discard, c)
 	})
-	c, err := dialRelay(context.Background(), localRun(os.Getenv("PATH")), "127.0.0.1", srv.port(), allowAll)
+	c, err := dialRelay(context.Background(), localRun(hostPath(t)), "127.0.0.1", srv.port(), allowAll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +250,7 @@ func TestRelayResolvesInPod(t *testing.T) {
 		}
 		return netip.Addr{}, scheduler.ErrForwardDenied
 	}
-	c, err := dialRelay(context.Background(), localRun(os.Getenv("PATH")), "localhost", srv.port(), pick)
+	c, err := dialRelay(context.Background(), localRun(hostPath(t)), "localhost", srv.port(), pick)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +275,7 @@ func TestRelayRefusedConnectsNowhere(t *testing.T) {
 		return netip.Addr{}, scheduler.ErrForwardDenied
 	}
 	for _, host := range []string{"127.0.0.1", "localhost"} {
-		if _, err := dialRelay(context.Background(), localRun(os.Getenv("PATH")), host, srv.port(), deny); !errors.Is(err, scheduler.ErrForwardDenied) {
+		if _, err := dialRelay(context.Background(), localRun(hostPath(t)), host, srv.port(), deny); !errors.Is(err, scheduler.ErrForwardDenied) {
 			t.Errorf("%s: %v, want ErrForwardDenied", host, err)
 		}
 	}
@@ -282,7 +293,7 @@ func TestRelayFailures(t *testing.T) {
 		defer ln.Close()
 		return uint16(ln.Addr().(*net.TCPAddr).Port)
 	}()
-	full := os.Getenv("PATH")
+	full := hostPath(t)
 	noBash := toolDir(t, "cat")
 	noGetent := toolDir(t, "bash", "cat")
 	for _, tc := range []struct {
@@ -326,7 +337,7 @@ func TestRelayCancelledSetup(t *testing.T) {
 	}
 	close(block)
 	srv := newServer(t, upperEcho)
-	_, err := dialRelay(ctx, localRun(os.Getenv("PATH")), "localhost", srv.port(), pick)
+	_, err := dialRelay(ctx, localRun(hostPath(t)), "localhost", srv.port(), pick)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
@@ -338,7 +349,7 @@ func TestRelayCancelledSetup(t *testing.T) {
 func TestRelayCloseAtOnce(t *testing.T) {
 	srv := newServer(t, upperEcho)
 	for range 5 {
-		c, err := dialRelay(context.Background(), localRun(os.Getenv("PATH")), "127.0.0.1", srv.port(), allowAll)
+		c, err := dialRelay(context.Background(), localRun(hostPath(t)), "127.0.0.1", srv.port(), allowAll)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
@@ -136,6 +137,7 @@ func claimedPod(t *testing.T, s *server, profile string) *corev1.Pod {
 // user's pod, as far as the profile's rules allow, and no further.
 func TestForwardIntoCluster(t *testing.T) {
 	env := kubetest.New(t)
+	hosttools.Require(t, "curl")
 	other := kubetest.New(t)
 	web, webIP, secretIP := startWeb(t, other)
 	webName := "web." + other.Namespace + ".svc.cluster.local"
