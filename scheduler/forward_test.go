@@ -17,7 +17,7 @@ import (
 func TestDialRoutes(t *testing.T) {
 	pol := policy("default")
 	pol.PortForwarding = true
-	pol.ForwardAllow = MustParseForwardRules("10.96.0.0/12:80, *.svc.cluster.local:80")
+	pol.ForwardAllow = mustParseForwardRules(t, "10.96.0.0/12:80, *.svc.cluster.local:80")
 	pools := newFakePools(pol)
 	pools.idle = 1
 	ex := &fakeExecer{resolved: map[string][]netip.Addr{

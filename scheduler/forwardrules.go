@@ -62,15 +62,6 @@ func ParseForwardRules(s string) (ForwardRules, error) {
 	return r, nil
 }
 
-// MustParseForwardRules is ParseForwardRules for constants in tests.
-func MustParseForwardRules(s string) ForwardRules {
-	r, err := ParseForwardRules(s)
-	if err != nil {
-		panic(err)
-	}
-	return r
-}
-
 func parseForwardRule(s string) (forwardRule, error) {
 	rule := forwardRule{text: s}
 	i := strings.LastIndexByte(s, ':')

@@ -58,6 +58,16 @@ func TestParseForwardRules(t *testing.T) {
 	}
 }
 
+// mustParseForwardRules is ParseForwardRules for constants.
+func mustParseForwardRules(t *testing.T, s string) ForwardRules {
+	t.Helper()
+	r, err := ParseForwardRules(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func addrs(s ...string) []netip.Addr {
 	out := make([]netip.Addr, len(s))
 	for i, a := range s {
@@ -69,7 +79,7 @@ func addrs(s ...string) []netip.Addr {
 // TestForwardDecisions covers how a request is judged: before resolution
 // (check) and on the addresses the pod resolved (pick).
 func TestForwardDecisions(t *testing.T) {
-	r := MustParseForwardRules("10.96.0.0/12:80, 192.168.5.5:5432, *.svc.cluster.local:80, db.example.com:5432, [fd00::/8]:443, 127.0.0.1:9000")
+	r := mustParseForwardRules(t, "10.96.0.0/12:80, 192.168.5.5:5432, *.svc.cluster.local:80, db.example.com:5432, [fd00::/8]:443, 127.0.0.1:9000")
 	for _, tc := range []struct {
 		name     string
 		host     string
