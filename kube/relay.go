@@ -166,7 +166,7 @@ func dialRelay(ctx context.Context, run runFunc, host string, port uint16, pick 
 		if ctx.Err() != nil {
 			err = ctx.Err()
 			if errors.Is(err, context.DeadlineExceeded) {
-				err = &scheduler.Refusal{Reason: "connect failed: timed out", Err: fmt.Errorf("relay setup took over %v: %w", relaySetupTimeout, scheduler.ErrConnectFailed)}
+				err = &scheduler.Refusal{Reason: "Connection timed out", Err: fmt.Errorf("relay setup took over %v: %w", relaySetupTimeout, scheduler.ErrConnectFailed)}
 			}
 		}
 		return nil, err
@@ -311,7 +311,7 @@ func (c *relayConn) failure(kind string) error {
 	case relayConnect:
 		err := fmt.Errorf("%s: %w", detail, scheduler.ErrConnectFailed)
 		if reason := connectReason(detail); reason != "" {
-			return &scheduler.Refusal{Reason: "connect failed: " + reason, Err: err}
+			return &scheduler.Refusal{Reason: reason, Err: err}
 		}
 		return err
 	}

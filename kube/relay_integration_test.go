@@ -110,7 +110,7 @@ func TestRelayOnCluster(t *testing.T) {
 		}
 		// Nothing listens on the client pod's loopback port 9.
 		_, err := ws.Relay(testContext(t), client, "localhost", 9, pick)
-		if !errors.Is(err, scheduler.ErrConnectFailed) || scheduler.UserMessage(err) != "podgate: connect failed: Connection refused" {
+		if !errors.Is(err, scheduler.ErrConnectFailed) || scheduler.UserMessage(err) != "podgate: Connection refused" {
 			t.Errorf("relay to a closed port: %v (%q)", err, scheduler.UserMessage(err))
 		}
 		if !slices.Contains(seen, netip.MustParseAddr("127.0.0.1")) {

@@ -301,7 +301,7 @@ func TestRelayFailures(t *testing.T) {
 		err              error
 		msg              string
 	}{
-		{"connection refused", full, "127.0.0.1", scheduler.ErrConnectFailed, "podgate: connect failed: Connection refused"},
+		{"connection refused", full, "127.0.0.1", scheduler.ErrConnectFailed, "podgate: Connection refused"},
 		{"unknown name", full, "no-such-host.invalid", scheduler.ErrHostNotFound, "podgate: host name not found"},
 		{"no bash", noBash, "127.0.0.1", scheduler.ErrRelayUnavailable, "needs bash"},
 		{"no getent", noGetent, "localhost", scheduler.ErrRelayUnavailable, "getent"},

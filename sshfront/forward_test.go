@@ -30,7 +30,7 @@ func TestDirectTCPIP(t *testing.T) {
 				case "denied.example":
 					return nil, fmt.Errorf("not in the rules: %w", scheduler.ErrForwardDenied)
 				case "down.example":
-					return nil, &scheduler.Refusal{Reason: "connect failed: Connection refused", Err: scheduler.ErrConnectFailed}
+					return nil, &scheduler.Refusal{Reason: "Connection refused", Err: scheduler.ErrConnectFailed}
 				}
 				mu.Lock()
 				dialed = append(dialed, net.JoinHostPort(host, fmt.Sprint(port)))
@@ -65,7 +65,7 @@ func TestDirectTCPIP(t *testing.T) {
 			msg    string
 		}{
 			{"denied.example", ssh.Prohibited, "podgate: forwarding to this destination is not allowed"},
-			{"down.example", ssh.ConnectionFailed, "podgate: connect failed: Connection refused"},
+			{"down.example", ssh.ConnectionFailed, "podgate: Connection refused"},
 		} {
 			_, err := c.Dial("tcp", tc.host+":80")
 			var oe *ssh.OpenChannelError

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -10,11 +11,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/internal/testenv/kubetest"
+	"github.com/podgate/podgate/internal/testenv/localcluster"
 	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
 
@@ -109,6 +112,20 @@ func curl(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	out, _, code := runCmd(t, exec.Command("curl", append([]string{"-sS", "--max-time", "30"}, args...)...), nil)
 	return strings.TrimSpace(out), code
+}
+
+// enforcingNetworkPolicy skips the test unless the cluster is the local one
+// with kube-router, which enforces NetworkPolicy.
+func enforcingNetworkPolicy(t *testing.T) {
+	t.Helper()
+	if kubetest.Kubeconfig() != localcluster.DefaultKubeconfig {
+		t.Skip("needs the local cluster, whose kube-router enforces NetworkPolicy")
+	}
+	resp, err := http.Get(localcluster.KubeRouterHealthURL)
+	if err != nil {
+		t.Skipf("the local cluster runs no kube-router (%v)", err)
+	}
+	resp.Body.Close()
 }
 
 // claimedPod returns the one claimed pod of a profile.
@@ -212,6 +229,42 @@ func TestForwardIntoCluster(t *testing.T) {
 		} {
 			if !strings.Contains(text, series) {
 				t.Errorf("metrics lack %s", series)
+			}
+		}
+	})
+
+	t.Run("NetworkPolicy applies to relayed connections", func(t *testing.T) {
+		enforcingNetworkPolicy(t)
+		// Deny every egress of the profile's pods: a destination the
+		// rules allow is then out of reach, because the relay connects
+		// from the pod.
+		pol := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "fwd-no-egress"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"podgate.io/profile": "fwd"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			},
+		}
+		ctx := context.Background()
+		if _, err := env.Client.NetworkingV1().NetworkPolicies(env.Namespace).Create(ctx, pol, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer env.Client.NetworkingV1().NetworkPolicies(env.Namespace).Delete(ctx, pol.Name, metav1.DeleteOptions{})
+		local := freePort(t)
+		stderr := s.sshForward(t, "alice+fwd", "-L", local+":"+webIP+":80")
+		// kube-router applies a policy within a sync, and no event says
+		// when: the forward is tried, bounded, until it is blocked.
+		eventually(t, 2*time.Minute, "the policy blocking the relayed connection", func() bool {
+			out, code := curl(t, "http://127.0.0.1:"+local+"/index.html")
+			if code == 0 && out == "hello-from-web" {
+				return false
+			}
+			return strings.Contains(stderr.String(), "connect failed")
+		})
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			if strings.Contains(line, "connect failed") {
+				t.Logf("ssh: %s", line)
+				break
 			}
 		}
 	})
