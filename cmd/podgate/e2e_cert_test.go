@@ -149,8 +149,8 @@ func TestCertificates(t *testing.T) {
 			t.Fatal(err)
 		}
 		student := kit.issue(labCA, "-n", "alice", "-V", "-5m:+2h")
-		createProfile(t, s, "lab", map[string]string{"podgate.io/user-ca-keys": string(pub), "podgate.io/pool-min": "1"},
-			fmt.Sprintf("ssh %s -p %s alice@127.0.0.1 true", strings.Join(s.sshArgs(student), " "), s.port))
+		createProfile(t, s, "lab", map[string]string{"podgate.io/user-ca-keys": string(pub), "podgate.io/pool-min": "1"}, debianSpec("lab"),
+			shellSucceeds(t, fmt.Sprintf("ssh %s -p %s alice@127.0.0.1 true", strings.Join(s.sshArgs(student), " "), s.port)))
 		// The lab CA's certificate lands in the lab without +lab...
 		if out, _, code := login(student, "alice", `echo "$PROFILE_MARK"`); code != 0 || strings.TrimSpace(out) != "lab" {
 			t.Errorf("lab certificate: exit %d, %q; want the lab profile", code, out)

@@ -68,29 +68,6 @@ func startWeb(t *testing.T, ns *kubetest.Env) (pod *corev1.Pod, webIP, secretIP 
 	return ready, ips["web"], ips["secret"]
 }
 
-// createProfile creates a user-selectable PodTemplate profile and waits
-// until a command runs in it.
-func createProfile(t *testing.T, s *server, name string, ann map[string]string, spec corev1.PodSpec) {
-	t.Helper()
-	no := false
-	spec.AutomountServiceAccountToken = &no
-	all := map[string]string{"podgate.io/user-selectable": "true", "podgate.io/pool-min": "0"}
-	for k, v := range ann {
-		all[k] = v
-	}
-	pt := &corev1.PodTemplate{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"podgate.io/profile": name}, Annotations: all},
-		Template:   corev1.PodTemplateSpec{Spec: spec},
-	}
-	if _, err := s.env.Client.CoreV1().PodTemplates(s.env.Namespace).Create(context.Background(), pt, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, kubetest.Timeout, "profile "+name+" becoming usable", func() bool {
-		out, _, code := runCmd(t, s.ssh("alice+"+name, "echo ready"), nil)
-		return code == 0 && strings.TrimSpace(out) == "ready"
-	})
-}
-
 // sshForward starts `ssh -N` with forwarding flags as alice on login, its
 // stderr (at level INFO, where ssh reports refused channels) collected.
 func (s *server) sshForward(t *testing.T, login string, flags ...string) *podgatetest.SafeBuffer {
@@ -173,7 +150,7 @@ func TestForwardIntoCluster(t *testing.T) {
 		},
 	}
 	rules := fmt.Sprintf("%s/32:80, %s:80, *.rebind.test:80", webIP, webName)
-	createProfile(t, s, "fwd", map[string]string{"podgate.io/port-forwarding": "true", "podgate.io/forward-allow": rules}, guest)
+	createProfile(t, s, "fwd", selectableNoMin(map[string]string{"podgate.io/port-forwarding": "true", "podgate.io/forward-allow": rules}), guest, echoesAs(t, s, "alice+fwd"))
 
 	t.Run("ssh -L by address and by name", func(t *testing.T) {
 		byIP, byName := freePort(t), freePort(t)
@@ -271,7 +248,7 @@ func TestForwardIntoCluster(t *testing.T) {
 
 	t.Run("image without bash", func(t *testing.T) {
 		busybox := corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: kubetest.BusyboxImage, ImagePullPolicy: corev1.PullNever}}}
-		createProfile(t, s, "nobash", map[string]string{"podgate.io/port-forwarding": "true", "podgate.io/forward-allow": webIP + "/32:80"}, busybox)
+		createProfile(t, s, "nobash", selectableNoMin(map[string]string{"podgate.io/port-forwarding": "true", "podgate.io/forward-allow": webIP + "/32:80"}), busybox, echoesAs(t, s, "alice+nobash"))
 		local := freePort(t)
 		stderr := s.sshForward(t, "alice+nobash", "-L", local+":"+webIP+":80")
 		eventually(t, 30*time.Second, "ssh reporting the refused forward", func() bool {

@@ -14,6 +14,8 @@ import (
 	"github.com/podgate/podgate/internal/testenv/hosttools"
 	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/internal/testenv/podgatetest"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // podgateBin is the podgate binary the e2e tests run, built once by
@@ -144,4 +146,56 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// createProfile creates the PodTemplate profile name in the test's
+// namespace, with the annotations ann and the pod spec spec (the service
+// account token is never mounted), and waits until usable reports true:
+// the profile reaches podgate through its informer, and until then a login
+// naming it is refused.
+func createProfile(t *testing.T, s *server, name string, ann map[string]string, spec corev1.PodSpec, usable func() bool) {
+	t.Helper()
+	no := false
+	spec.AutomountServiceAccountToken = &no
+	pt := &corev1.PodTemplate{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"podgate.io/profile": name}, Annotations: ann},
+		Template:   corev1.PodTemplateSpec{Spec: spec},
+	}
+	if _, err := s.env.Client.CoreV1().PodTemplates(s.env.Namespace).Create(context.Background(), pt, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, kubetest.Timeout, "profile "+name+" becoming usable", usable)
+}
+
+// debianSpec is a one-container Debian pod whose PROFILE_MARK names the
+// profile, so a test can tell which profile a login landed in.
+func debianSpec(profile string) corev1.PodSpec {
+	return corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: kubetest.DebianImage, ImagePullPolicy: corev1.PullNever,
+		Env: []corev1.EnvVar{{Name: "PROFILE_MARK", Value: profile}}}}}
+}
+
+// shellSucceeds reports whether the shell command line probe exits 0.
+func shellSucceeds(t *testing.T, probe string) func() bool {
+	return func() bool {
+		_, _, code := runCmd(t, exec.Command("sh", "-c", probe), nil)
+		return code == 0
+	}
+}
+
+// echoesAs reports whether login (e.g. "alice+lab") runs a command.
+func echoesAs(t *testing.T, s *server, login string) func() bool {
+	return func() bool {
+		out, _, code := runCmd(t, s.ssh(login, "echo ready"), nil)
+		return code == 0 && strings.TrimSpace(out) == "ready"
+	}
+}
+
+// selectableNoMin adds to ann what the forwarding tests' profiles share:
+// user-selectable, and no idle pods kept.
+func selectableNoMin(ann map[string]string) map[string]string {
+	all := map[string]string{"podgate.io/user-selectable": "true", "podgate.io/pool-min": "0"}
+	for k, v := range ann {
+		all[k] = v
+	}
+	return all
 }

@@ -36,30 +36,6 @@ func terminalWithoutProgress(out string) string {
 	return strings.Join(keep, "")
 }
 
-// createProfile adds a PodTemplate profile of the Debian image to the
-// test's namespace and waits until a login can use it.
-func createProfile(t *testing.T, s *server, name string, ann map[string]string, probe string) {
-	t.Helper()
-	no := false
-	pt := &corev1.PodTemplate{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"podgate.io/profile": name}, Annotations: ann},
-		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: &no,
-			Containers: []corev1.Container{{Name: "main", Image: kubetest.DebianImage, ImagePullPolicy: corev1.PullNever,
-				Env: []corev1.EnvVar{{Name: "PROFILE_MARK", Value: name}}}},
-		}},
-	}
-	if _, err := s.env.Client.CoreV1().PodTemplates(s.env.Namespace).Create(context.Background(), pt, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// The profile reaches podgate through its informer; until then a
-	// login naming it is refused, so wait until the probe succeeds.
-	eventually(t, kubetest.Timeout, "profile "+name+" becoming usable", func() bool {
-		_, _, code := runCmd(t, exec.Command("sh", "-c", probe), nil)
-		return code == 0
-	})
-}
-
 // TestLoginExperience: the pre-auth banner, the message of the day, the
 // session environment sshd users rely on, and a file-transfer-only
 // profile, through the real binary and the real OpenSSH clients.
@@ -139,7 +115,7 @@ func TestLoginExperience(t *testing.T) {
 			// scp's upload and sftp's download, two connections, land
 			// in the same pod.
 			"podgate.io/reconnect-window": "60s",
-		}, fmt.Sprintf("echo ls | sftp %s -P %s -b - alice+files@127.0.0.1", strings.Join(s.sshArgs(s.key), " "), s.port))
+		}, debianSpec("files"), shellSucceeds(t, fmt.Sprintf("echo ls | sftp %s -P %s -b - alice+files@127.0.0.1", strings.Join(s.sshArgs(s.key), " "), s.port)))
 		_, errOut, code := runCmd(t, s.sshInfo(s.key, "alice+files", "id"), nil)
 		if code != 1 || !strings.Contains(errOut, "file transfer only: use sftp, or scp without -O") || !strings.Contains(errOut, "Drop files here") {
 			t.Errorf("exec in a file-transfer-only profile: exit %d, stderr %q", code, errOut)

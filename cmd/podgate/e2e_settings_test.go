@@ -28,7 +28,7 @@ func TestSessionContainer(t *testing.T) {
 			Command: []string{"/bin/sh", "-c", "mkdir -p /tmp/www && echo from-sidecar >/tmp/www/index.html && exec httpd -f -p 9000 -h /tmp/www"}},
 		{Name: "shell", Image: kubetest.DebianImage, ImagePullPolicy: corev1.PullNever},
 	}}
-	createProfile(t, s, "multi", map[string]string{"podgate.io/container": "shell", "podgate.io/port-forwarding": "true"}, spec)
+	createProfile(t, s, "multi", selectableNoMin(map[string]string{"podgate.io/container": "shell", "podgate.io/port-forwarding": "true"}), spec, echoesAs(t, s, "alice+multi"))
 
 	// Debian's version file exists only in the shell container; BusyBox's
 	// httpd, in the sidecar, answers on the pod's shared loopback.
