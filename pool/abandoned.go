@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,35 +55,60 @@ func judgeAbandoned(a abandonedClaim, pod *corev1.Pod, replica string, now time.
 	return abandonWait
 }
 
-// abandon remembers a claim of unknown outcome.
-func (p *Pool) abandon(pod *corev1.Pod, session string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.abandoned[pod.Name] = abandonedClaim{rv: pod.ResourceVersion, session: session, at: p.clock.Now()}
+// abandonedClaims holds claims of unknown outcome by pod name. Its lock is
+// a leaf.
+type abandonedClaims struct {
+	mu     sync.Mutex // protects claims
+	claims map[string]abandonedClaim
+}
+
+func newAbandonedClaims() *abandonedClaims {
+	return &abandonedClaims{claims: map[string]abandonedClaim{}}
+}
+
+// add remembers a claim of unknown outcome.
+func (a *abandonedClaims) add(pod *corev1.Pod, session string, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.claims[pod.Name] = abandonedClaim{rv: pod.ResourceVersion, session: session, at: now}
+}
+
+// settle judges each remembered claim against lookup's pod, forgetting
+// those whose outcome is known, and returns the pods to delete.
+func (a *abandonedClaims) settle(lookup func(string) *corev1.Pod, replica string, now time.Time) []*corev1.Pod {
+	a.mu.Lock()
+	names := make([]string, 0, len(a.claims))
+	for n := range a.claims {
+		names = append(names, n)
+	}
+	a.mu.Unlock()
+	var doomed []*corev1.Pod
+	for _, n := range names {
+		pod := lookup(n)
+		a.mu.Lock()
+		c, ok := a.claims[n]
+		v := judgeAbandoned(c, pod, replica, now)
+		if ok && v != abandonWait {
+			delete(a.claims, n)
+		}
+		a.mu.Unlock()
+		if ok && v == abandonDelete {
+			doomed = append(doomed, pod)
+		}
+	}
+	return doomed
 }
 
 // settleAbandoned deletes pods that abandoned claims turned out to have
 // claimed, and forgets claims whose outcome is known.
 func (p *Pool) settleAbandoned(now time.Time) {
-	p.mu.Lock()
-	names := make([]string, 0, len(p.abandoned))
-	for n := range p.abandoned {
-		names = append(names, n)
+	lookup := func(name string) *corev1.Pod {
+		pod, _ := p.cachedPod(name)
+		return pod
 	}
-	p.mu.Unlock()
-	for _, n := range names {
-		pod, _ := p.cachedPod(n)
-		p.mu.Lock()
-		a, ok := p.abandoned[n]
-		v := judgeAbandoned(a, pod, p.opts.ReplicaID, now)
-		if ok && v != abandonWait {
-			delete(p.abandoned, n)
-		}
-		p.mu.Unlock()
-		if ok && v == abandonDelete {
-			p.log.Info("deleting a pod claimed by a claim that was given up", "pod", n)
-			p.deleteInBackground(n, pod.UID)
-		}
+	for _, pod := range p.abandoned.settle(lookup, p.opts.ReplicaID, now) {
+		p.log.Info("deleting a pod claimed by a claim that was given up", "pod", pod.Name)
+		p.deleteInBackground(pod.Name, pod.UID)
 	}
 }
 

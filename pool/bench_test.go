@@ -17,10 +17,10 @@ import (
 	"github.com/podgate/podgate/pool/profile"
 )
 
-// BenchmarkPickIdlePod measures picking a pod from the pool index, the
-// in-process part of every warm claim: the idle-and-Ready index lookup,
-// the filter against local reservations, the shuffle, and reserving and
-// releasing the first candidate. The API round trip (the claim PATCH) is
+// BenchmarkPickIdlePod measures picking an unreserved pod from the pool
+// index, the in-process part of a claim of an unreserved pod: the
+// idle-and-Ready index lookup, the filter against local claims, the
+// shuffle, and marking and forgetting the first candidate. The API round trip (the claim PATCH) is
 // left out; it is measured end to end by make bench.
 func BenchmarkPickIdlePod(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
@@ -54,10 +54,10 @@ func BenchmarkPickIdlePod(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				c := p.candidates(prof)
-				if len(c) != n || !p.reserve(c[0].Name) {
+				if len(c) != n || !p.claiming.start(c[0].Name) {
 					b.Fatalf("%d candidates, want %d", len(c), n)
 				}
-				p.unreserve(c[0].Name)
+				p.claiming.forget(c[0].Name)
 			}
 		})
 	}

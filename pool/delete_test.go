@@ -50,10 +50,7 @@ func TestLeaderDeletesIdlePodOnlyUnchanged(t *testing.T) {
 	if got, ok := preconds["released"]; !ok || got != "" {
 		t.Errorf("released pod: precondition %q (deleted %v), want UID only", got, ok)
 	}
-	p.mu.Lock()
-	_, still := p.deleting["idle"]
-	p.mu.Unlock()
-	if still {
+	if p.deleting.has("idle") {
 		t.Error("a refused delete is still remembered, so no later pass would retry it")
 	}
 }

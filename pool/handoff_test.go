@@ -94,10 +94,13 @@ func TestHandoffTakesFirstReadyIdlePod(t *testing.T) {
 	if cold.Labels[LabelState] != StateIdle || cold.Labels[LabelOwner] != "" || cold.Labels[LabelSession] != "" {
 		t.Errorf("cold pod labels after the handoff: %v", cold.Labels)
 	}
-	for _, a := range []string{AnnUser, AnnRemoteAddr, AnnConnID, AnnClaimedAt, AnnCold} {
+	for _, a := range []string{AnnUser, AnnRemoteAddr, AnnConnID, AnnClaimedAt} {
 		if v, ok := cold.Annotations[a]; ok {
 			t.Errorf("cold pod keeps annotation %s=%q", a, v)
 		}
+	}
+	if v := cold.Annotations[AnnCold]; v == "true" {
+		t.Errorf("cold pod is still marked cold: %s=%q", AnnCold, v)
 	}
 	if got := metricValue(p.metrics.claims.WithLabelValues(prof.Name, "handoff")); got != 1 {
 		t.Errorf("handoff claims = %v, want 1", got)
@@ -136,7 +139,7 @@ func TestHandoffGoesToLongestWaiter(t *testing.T) {
 	cs := namingClientset()
 	p := newUnitPool(t, cs, prof)
 	first, failed := waitCold(t, p, cs)
-	waitQueued(t, p, prof.Name, 1)
+	waitInLine(t, p, prof.Name, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	later := make(chan *scheduler.Pod, 4)
@@ -146,7 +149,7 @@ func TestHandoffGoesToLongestWaiter(t *testing.T) {
 			t.Fatal(err)
 		}
 		go func() {
-			pod, err := p.Create(ctx, "", scheduler.Claim{Identity: scheduler.Identity{User: user}, Session: user}, nil)
+			pod, err := p.AwaitPod(ctx, "", scheduler.Claim{Identity: scheduler.Identity{User: user}, Session: user}, nil)
 			if err == nil {
 				later <- pod
 			}
@@ -160,7 +163,7 @@ func TestHandoffGoesToLongestWaiter(t *testing.T) {
 			}
 		}
 		w.Stop()
-		waitQueued(t, p, prof.Name, i+2)
+		waitInLine(t, p, prof.Name, i+2)
 	}
 	if _, err := cs.CoreV1().Pods(testNS).Create(context.Background(), idleReadyPod("warm", prof), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -181,13 +184,13 @@ func TestHandoffGoesToLongestWaiter(t *testing.T) {
 
 // waitQueued waits until n users wait in profile's cold-pod queue. The
 // queue has no event to wait on, so it is polled, briefly.
-func waitQueued(t *testing.T, p *Pool, profile string, n int) {
+func waitInLine(t *testing.T, p *Pool, profile string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		p.mu.Lock()
-		got := len(p.coldQueue[profile])
-		p.mu.Unlock()
+		p.queue.mu.Lock()
+		got := len(p.queue.lines[profile])
+		p.queue.mu.Unlock()
 		if got >= n {
 			return
 		}

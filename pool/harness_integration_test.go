@@ -73,10 +73,11 @@ func (r *replica) wait() <-chan struct{} {
 	return r.next
 }
 
-// hasIdle reports whether the replica would find a candidate to claim.
+// hasIdle reports whether the replica would find a pod to hand out: one of
+// its reserved pods or an unreserved candidate.
 func (r *replica) hasIdle() bool {
 	e, _ := r.store.Get("")
-	return e.Profile != nil && len(r.pool.candidates(e.Profile)) > 0
+	return e.Profile != nil && (r.pool.reserved.handable(e.Profile.Name) > 0 || len(r.pool.candidates(e.Profile)) > 0)
 }
 
 func (r *replica) event() {
@@ -206,7 +207,7 @@ func (w *podWatch) poke() {
 			w.uids[prof] = map[types.UID]struct{}{}
 		}
 		w.uids[prof][p.UID] = struct{}{}
-		if p.DeletionTimestamp == nil && p.Labels[LabelState] == StateIdle {
+		if p.DeletionTimestamp == nil && Spare(p) {
 			idle[prof]++
 		}
 	}
@@ -258,17 +259,18 @@ func (w *podWatch) until(t *testing.T, limit time.Duration, what string, cond fu
 	}
 }
 
-// count returns how many pods match state (idle pods only when Ready).
+// count returns how many pods match state. StateIdle counts the pool's
+// spare pods, unreserved or reserved, and only Ready ones.
 func count(pods []*corev1.Pod, state string) int {
 	n := 0
 	for _, p := range pods {
-		if p.DeletionTimestamp != nil || p.Labels[LabelState] != state {
-			continue
+		switch {
+		case p.DeletionTimestamp != nil:
+		case state == StateIdle && Spare(p) && podReady(p):
+			n++
+		case state != StateIdle && p.Labels[LabelState] == state:
+			n++
 		}
-		if state == StateIdle && !podReady(p) {
-			continue
-		}
-		n++
 	}
 	return n
 }

@@ -45,11 +45,11 @@ func TestMaxIdleAgeZeroKeepsPods(t *testing.T) {
 		if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced) {
 			t.Fatal("cache did not sync")
 		}
-		v := p.view(prof, now)
+		v := p.view(prof, replicas{}, now)
 		close(stop)
 		f.Shutdown()
-		if len(v.doomed) != c.doomed || len(v.fresh)+len(v.doomed) != 1 {
-			t.Errorf("MaxIdleAge %v: a 30-day-old idle pod: %d doomed, %d fresh; want %d doomed", c.age, len(v.doomed), len(v.fresh), c.doomed)
+		if len(v.doomed) != c.doomed || len(v.unreserved)+len(v.doomed) != 1 {
+			t.Errorf("MaxIdleAge %v: a 30-day-old idle pod: %d doomed, %d unreserved; want %d doomed", c.age, len(v.doomed), len(v.unreserved), c.doomed)
 		}
 	}
 }

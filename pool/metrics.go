@@ -9,20 +9,37 @@ import (
 // metrics are the pool's Prometheus series; names are shared with the rest
 // of podgate and must not change.
 type metrics struct {
-	pods           *prometheus.GaugeVec
-	target         *prometheus.GaugeVec
-	degraded       *prometheus.GaugeVec
-	claims         *prometheus.CounterVec
-	createFailures *prometheus.CounterVec
-	podStart       *prometheus.HistogramVec
+	pods             *prometheus.GaugeVec
+	reservedPods     *prometheus.GaugeVec
+	share            *prometheus.GaugeVec
+	held             *prometheus.GaugeVec
+	target           *prometheus.GaugeVec
+	degraded         *prometheus.GaugeVec
+	claims           *prometheus.CounterVec
+	reservedHandouts *prometheus.CounterVec
+	recordFailures   *prometheus.CounterVec
+	createFailures   *prometheus.CounterVec
+	podStart         *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		pods: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "podgate_pool_pods",
-			Help: "Managed pods by profile and state (idle, warming, claimed), as this replica's cache sees them.",
+			Help: "Managed pods by profile and state (idle: Ready and waiting for a user, reserved or not; warming; claimed), as this replica's cache sees them.",
 		}, []string{"profile", "state"}),
+		reservedPods: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "podgate_pool_reserved_pods",
+			Help: "Ready idle pods reserved for a live replica (of every replica), as this replica's cache sees them; the rest of podgate_pool_pods{state=\"idle\"} is unreserved.",
+		}, []string{"profile"}),
+		share: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "podgate_pool_reserved_share",
+			Help: "This replica's reserved share of the profile's idle target, as the leader published it.",
+		}, []string{"profile"}),
+		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "podgate_pool_reserved_held",
+			Help: "Pods reserved for this replica's run that it holds, Ready or not.",
+		}, []string{"profile"}),
 		target: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "podgate_pool_target",
 			Help: "Idle pods the pool aims to keep per profile.",
@@ -33,8 +50,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"profile"}),
 		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podgate_claims_total",
-			Help: "Claim attempts by result: hit, miss, conflict (lost a race), error, and handoff (a user waiting for a cold pod took an idle one that turned Ready first).",
+			Help: "Claim attempts by result: hit, miss, conflict (lost a race), error, and handoff (a user waiting for a cold pod took a pod that turned Ready first).",
 		}, []string{"profile", "result"}),
+		reservedHandouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podgate_reserved_handouts_total",
+			Help: "Warm logins served from this replica's reserved pods, with no API call before the user's command starts (a subset of podgate_claims_total{result=\"hit\"}).",
+		}, []string{"profile"}),
+		recordFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podgate_claim_record_failures_total",
+			Help: "Reserved pods handed out whose claim record could not be written, by reason (gone, deleting, changed, error); each ended its session and deleted the pod.",
+		}, []string{"profile", "reason"}),
 		createFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podgate_pod_create_failures_total",
 			Help: "Pods that could not start, by reason.",
@@ -45,10 +70,49 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120},
 		}, []string{"profile"}),
 	}
-	for _, c := range []prometheus.Collector{m.pods, m.target, m.degraded, m.claims, m.createFailures, m.podStart} {
+	for _, c := range []prometheus.Collector{m.pods, m.reservedPods, m.share, m.held, m.target, m.degraded,
+		m.claims, m.reservedHandouts, m.recordFailures, m.createFailures, m.podStart} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering pool metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+// registerGauges registers the gauges read from the reserved set when
+// scraped.
+func (m *metrics) registerGauges(reg prometheus.Registerer, rs *reservedSet) error {
+	err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "podgate_pool_prepared_pods",
+		Help: "Reserved pods of this replica whose exec stream is open and waiting, so that a login attaches with no new exec.",
+	}, func() float64 {
+		_, prepared := rs.counts()
+		n := 0
+		for _, c := range prepared {
+			n += c
+		}
+		return float64(n)
+	}))
+	if err != nil {
+		return fmt.Errorf("registering pool metrics: %w", err)
+	}
+	return nil
+}
+
+// observeView sets a profile's gauges from one sync pass.
+func (m *metrics) observeView(profile string, v view, pl plan, held int) {
+	m.pods.WithLabelValues(profile, "idle").Set(float64(v.readyIdle + v.readyReserved))
+	m.pods.WithLabelValues(profile, "warming").Set(float64(v.warming))
+	m.pods.WithLabelValues(profile, "claimed").Set(float64(v.claimed))
+	m.reservedPods.WithLabelValues(profile).Set(float64(v.readyReserved))
+	m.held.WithLabelValues(profile).Set(float64(held))
+	m.target.WithLabelValues(profile).Set(float64(pl.target))
+	m.degraded.WithLabelValues(profile).Set(boolFloat(pl.degraded))
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -9,50 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Labels and annotations on managed pods. Labels are what selectors and the
-// informer use; who a pod belongs to goes in annotations too, because user
-// names and addresses may hold characters labels forbid.
-const (
-	LabelManaged = "podgate.io/managed"
-	LabelProfile = "podgate.io/profile"
-	LabelState   = "podgate.io/state"
-	LabelHash    = "podgate.io/template-hash"
-	LabelOwner   = "podgate.io/owner"
-	LabelSession = "podgate.io/session"
-
-	AnnUser       = "podgate.io/user"
-	AnnRemoteAddr = "podgate.io/remote-addr"
-	AnnClaimedAt  = "podgate.io/claimed-at"
-	AnnConnID     = "podgate.io/conn"
-	// AnnCold marks a pod created claimed for a waiting user: a pool miss.
-	AnnCold = "podgate.io/cold"
-
-	// LabelReplica marks the liveness Leases of podgate replicas.
-	LabelReplica = "podgate.io/replica"
-)
-
-// Pod states in the podgate.io/state label.
-const (
-	StateIdle     = "idle"
-	StateClaimed  = "claimed"
-	StateReleased = "released"
-)
-
-// ManagedSelector selects the pods a pool owns; cmd scopes the pod informer
-// with it.
-const ManagedSelector = LabelManaged + "=true"
-
-// ReplicaSelector selects replica liveness Leases; cmd scopes the Lease
-// informer with it.
-const ReplicaSelector = LabelReplica + "=true"
-
-// LeaderLeaseName is the coordination Lease whose holder replenishes and
-// reaps.
-const LeaderLeaseName = "podgate-pool-leader"
-
-// livenessLeaseName names a replica's own liveness Lease.
-func livenessLeaseName(replica string) string { return "podgate-replica-" + replica }
-
 // podReady reports whether the pod's Ready condition is true and the pod is
 // not being deleted.
 func podReady(p *corev1.Pod) bool {

@@ -1,14 +1,33 @@
 // Package pool keeps warm pods for every profile and hands them out. It is
 // domain logic fed by informers: one label-scoped pod informer shows every
-// managed pod, claims are optimistic-concurrency PATCHes (one API write on
-// the warm path), and only the replica holding the podgate-pool-leader Lease
-// creates idle pods and reaps orphans, so several replicas never overshoot.
-// Every replica renews a liveness Lease of its own; the leader deletes the
-// claimed pods of replicas whose Lease expired, never those of a live one.
+// managed pod, and one Lease informer every replica's liveness Lease.
+//
+// Most of the idle target is reserved: each live replica owns a share of the
+// pool's idle pods (state reserved), prepares one exec stream into each, and
+// hands them out from memory, so that a warm login makes no API call before
+// the user's command runs; the claim record is written in parallel, with
+// test operations that fail unless the pod is still this run's. The rest
+// stays unreserved (state idle): any replica claims one with a conditional
+// PATCH and a fresh exec. Only the replica holding the podgate-pool-leader
+// Lease creates pods, decides the split (split.go), relabels idle pods for
+// a replica short of its share, and reaps: the pods of replicas whose
+// liveness Lease lapsed, released pods, and pods of removed profiles.
+//
+// Shape and locks. Pool holds no mutex of its own. Each concern is a small
+// type with its own lock: creations and relabels in flight (inflight.go),
+// deletions in flight, unreserved claims in flight (claiming), the users
+// waiting for a pod (wait.go), this run's reserved pods and their streams
+// (reserved.go), health and demand (demand.go), the liveness Lease
+// (liveness.go), the leadership term (leader.go), abandoned claims and the
+// API's health. Lock order: there is none to keep, because every one of
+// these locks is a leaf: no type calls another, the API server or a
+// callback while it holds its own lock.
 package pool
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,7 +37,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -62,16 +80,23 @@ type Options struct {
 	// (default a third of it).
 	LivenessLeaseDuration time.Duration
 	LivenessRenew         time.Duration
+	// ValidityMargin is how long before its Lease would lapse a replica
+	// stops handing out reserved pods (default a fifth of the Lease); see
+	// liveness.go.
+	ValidityMargin time.Duration
 
 	ReadyTimeout         time.Duration // not Ready by then: deleted (default 2m)
 	MaxIdleAge           time.Duration // idle pods older are replaced; 0 keeps them forever
 	MaxConcurrentCreates int           // default 10
-	MaxStarting          int           // pods starting at once per profile, default 20; see starting.go
-	PrepareConcurrency   int           // default 4
-	BackoffBase          time.Duration // default 2s
-	BackoffMax           time.Duration // default 2m
-	ShrinkAfter          time.Duration // default 10m; see sizer
-	Resync               time.Duration // time-based checks, default 1s
+	MaxStarting          int           // pods starting at once per profile, default 20; see wait.go
+	// MaxReserved bounds one replica's share of a profile (default 500):
+	// each reserved pod holds a prepared stream in this process.
+	MaxReserved        int
+	PrepareConcurrency int           // default 4
+	BackoffBase        time.Duration // default 2s
+	BackoffMax         time.Duration // default 2m
+	ShrinkAfter        time.Duration // default 10m; see sizer
+	Resync             time.Duration // time-based checks, default 1s
 
 	// APIProbe asks the API server whether it can serve (its /readyz);
 	// nil disables the check. While it answers unhealthy, claims and
@@ -94,6 +119,7 @@ func (o *Options) setDefaults() {
 	def(&o.LeaderRetryPeriod, o.LeaderLeaseDuration*2/15)
 	def(&o.LivenessLeaseDuration, 15*time.Second)
 	def(&o.LivenessRenew, o.LivenessLeaseDuration/3)
+	def(&o.ValidityMargin, o.LivenessLeaseDuration/5)
 	def(&o.ReadyTimeout, 2*time.Minute)
 	def(&o.BackoffBase, 2*time.Second)
 	def(&o.BackoffMax, 2*time.Minute)
@@ -110,12 +136,18 @@ func (o *Options) setDefaults() {
 	if o.MaxStarting <= 0 {
 		o.MaxStarting = 20
 	}
+	if o.MaxReserved <= 0 {
+		o.MaxReserved = 500
+	}
 }
 
 // Index names on the pod informer.
 const (
 	indexProfile   = "podgate-profile"
 	indexIdleReady = "podgate-idle-ready"
+	indexStarting  = "podgate-starting"
+	indexOwner     = "podgate-owner"
+	indexState     = "podgate-state"
 )
 
 // Pool implements scheduler.Pools over one guest namespace.
@@ -129,10 +161,11 @@ type Pool struct {
 	log      *slog.Logger
 	metrics  *metrics
 	opts     Options
-	api      apiHealth
-	// started is when this pool was made: pods claimed under this replica
-	// id before then belong to an earlier process of the same replica (a
-	// restart), which can no longer release them.
+	// run identifies this process among the runs of its replica id.
+	run string
+	// started is when this pool was made: a pod claimed under this replica
+	// id before then, by a podgate that did not record runs, belongs to an
+	// earlier process.
 	started time.Time
 
 	// ready is closed once caches are synced and the liveness Lease exists;
@@ -140,80 +173,28 @@ type Pool struct {
 	ready chan struct{}
 	// wake asks the sync loop for a pass; it holds at most one token.
 	wake chan struct{}
-	// prepQueue holds names of idle pods to prepare streams for.
+	// prepQueue holds names of reserved pods to prepare a stream for.
 	prepQueue *workqueue.Typed[string]
-	// bg tracks goroutines that outlive a call (creations, deletes).
+	// bg tracks goroutines that outlive a call (creations, deletes,
+	// claim records); Run waits for it.
 	bg sync.WaitGroup
 
-	// mu protects the following. It is never held during API calls.
-	mu sync.Mutex
-	// leadCtx is the current leadership term's context, nil when another
-	// replica leads; creations and deletes by the leader use it.
-	leadCtx context.Context
-	// deleting holds pods the leader asked to delete, until they leave the
-	// cache, so that repeated passes do not repeat the call.
-	deleting map[string]struct{}
-	// taken holds pods this replica is claiming or has claimed, until the
-	// informer shows them no longer idle, so local claimers never race
-	// each other for one pod. The value records how far the claim and
-	// the watch have got; see claimProgress.
-	taken map[string]claimProgress
-	// pending counts, per profile, idle pods being created (or created
-	// but not yet in the cache), keyed by pod name once known.
-	pending map[string]map[string]time.Time
-	// creating counts in-flight create calls per profile.
-	creating map[string]int
-	// waiters wake cold-pod waiters when their pod changes.
-	waiters map[string]chan struct{}
-	// idleReady holds, per profile, the channel closed when an idle pod
-	// turns Ready; see idleReadySignal.
-	idleReady map[string]chan struct{}
-	// coldQueue lists, per profile, the users waiting in Create, oldest
-	// first, by their cold pod's name or, until they have one, a key of
-	// their own (podlessSeq numbers those), so that handoffs and start
-	// slots go to the longest waiters.
-	coldQueue  map[string][]string
-	podlessSeq uint64
-	// coldUnseen counts, per profile, waiters' pods being created or not
-	// yet in the cache; see startingLocked.
-	coldUnseen map[string]int
-	// recycled holds when each cold pod given to the pool by a handoff was
-	// created, so that its start is still measured when it turns Ready.
-	recycled map[string]time.Time
-	// prepared holds streams opened for idle pods, by pod name.
-	prepared map[string]*streams
-	health   map[string]*health
-	sizers   map[string]*sizer
-	// failedUIDs remembers pods already counted as a failure; claimUIDs
-	// and startSeen are the demand observations (see observeDemandLocked).
-	failedUIDs map[string]struct{}
-	claimUIDs  map[types.UID]struct{}
-	startSeen  map[types.UID]time.Time
-	// abandoned holds claims of unknown outcome by pod name; see
-	// settleAbandoned.
-	abandoned map[string]abandonedClaim
+	// The parts, each with its own leaf lock (see the package comment).
+	api        apiHealth
+	lead       leadership
+	live       *liveness
+	demand     *demand
+	creating   *expectations
+	relabeling *expectations
+	deleting   *deletions
+	claiming   *claiming
+	queue      *waitQueue
+	reserved   *reservedSet
+	kinds      *streamKinds
+	abandoned  *abandonedClaims
 }
 
 var _ scheduler.Pools = (*Pool)(nil)
-
-// streams are the prepared exec streams of one idle pod.
-type streams struct {
-	uid        string
-	tty, plain scheduler.Prepared
-}
-
-// open reports whether s holds at least one open stream; a nil s, or a
-// placeholder for streams still opening, holds none.
-func (s *streams) open() bool { return s != nil && (s.tty != nil || s.plain != nil) }
-
-func (s *streams) close() {
-	if s.tty != nil {
-		_ = s.tty.Close()
-	}
-	if s.plain != nil {
-		_ = s.plain.Close()
-	}
-}
 
 // New returns a pool. pods must be an informer over pods in opts.Namespace
 // selected by ManagedSelector, leases one over Leases selected by
@@ -236,38 +217,34 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 	if err != nil {
 		return nil, fmt.Errorf("creating pool: %w", err)
 	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
 	p := &Pool{
 		client: client, pods: pods, leases: leases, profiles: profiles, execer: execer,
-		clock: clk, log: log, metrics: m, opts: opts, started: clk.Now(),
+		clock: clk, log: log, metrics: m, opts: opts, run: hex.EncodeToString(id[:]), started: clk.Now(),
 		ready:      make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		prepQueue:  workqueue.NewTyped[string](),
-		taken:      map[string]claimProgress{},
-		pending:    map[string]map[string]time.Time{},
-		creating:   map[string]int{},
-		waiters:    map[string]chan struct{}{},
-		idleReady:  map[string]chan struct{}{},
-		coldQueue:  map[string][]string{},
-		coldUnseen: map[string]int{},
-		recycled:   map[string]time.Time{},
-		deleting:   map[string]struct{}{},
-		prepared:   map[string]*streams{},
-		health:     map[string]*health{},
-		sizers:     map[string]*sizer{},
-		failedUIDs: map[string]struct{}{},
-		claimUIDs:  map[types.UID]struct{}{},
-		startSeen:  map[types.UID]time.Time{},
-		abandoned:  map[string]abandonedClaim{},
+		live:       newLiveness(),
+		creating:   newExpectations(),
+		relabeling: newExpectations(),
+		deleting:   newDeletions(),
+		claiming:   newClaiming(),
+		queue:      newWaitQueue(),
+		reserved:   newReservedSet(),
+		kinds:      newStreamKinds(),
+		abandoned:  newAbandonedClaims(),
 	}
-	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "podgate_pool_prepared_pods",
-		Help: "Idle pods whose exec streams are open and waiting, so that claiming one attaches with no new exec.",
-	}, p.preparedCount)); err != nil {
-		return nil, fmt.Errorf("creating pool: registering metrics: %w", err)
+	p.demand = newDemand(m, log, &p.opts)
+	if err := m.registerGauges(reg, p.reserved); err != nil {
+		return nil, fmt.Errorf("creating pool: %w", err)
 	}
 	if err := pods.AddIndexers(cache.Indexers{
 		indexProfile:   indexByProfile,
 		indexIdleReady: indexByIdleReady,
+		indexStarting:  indexByStarting,
+		indexOwner:     indexByOwner,
+		indexState:     indexByState,
 	}); err != nil {
 		return nil, fmt.Errorf("creating pool: adding pod indexes: %w", err)
 	}
@@ -282,11 +259,10 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 }
 
 func indexByProfile(o any) ([]string, error) {
-	pod, ok := o.(*corev1.Pod)
-	if !ok {
-		return nil, nil
+	if pod, ok := o.(*corev1.Pod); ok {
+		return []string{pod.Labels[LabelProfile]}, nil
 	}
-	return []string{pod.Labels[LabelProfile]}, nil
+	return nil, nil
 }
 
 func indexByIdleReady(o any) ([]string, error) {
@@ -295,6 +271,27 @@ func indexByIdleReady(o any) ([]string, error) {
 		return nil, nil
 	}
 	return []string{pod.Labels[LabelProfile]}, nil
+}
+
+func indexByStarting(o any) ([]string, error) {
+	if pod, ok := o.(*corev1.Pod); ok && podStarting(pod) {
+		return []string{pod.Labels[LabelProfile]}, nil
+	}
+	return nil, nil
+}
+
+func indexByOwner(o any) ([]string, error) {
+	if pod, ok := o.(*corev1.Pod); ok && pod.Labels[LabelOwner] != "" {
+		return []string{pod.Labels[LabelOwner]}, nil
+	}
+	return nil, nil
+}
+
+func indexByState(o any) ([]string, error) {
+	if pod, ok := o.(*corev1.Pod); ok {
+		return []string{pod.Labels[LabelState]}, nil
+	}
+	return nil, nil
 }
 
 func podOf(o any) *corev1.Pod {
@@ -309,15 +306,14 @@ func (p *Pool) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), p.pods.HasSynced, p.leases.HasSynced, p.profiles.HasSynced) {
 		return fmt.Errorf("waiting for pool caches: %w", ctx.Err())
 	}
-	lease, err := p.renewLiveness(ctx, nil)
-	if err != nil {
+	if err := p.renewLiveness(ctx); err != nil {
 		return fmt.Errorf("creating liveness lease: %w", err)
 	}
 	close(p.ready)
-	p.log.Info("pool ready", "replica", p.opts.ReplicaID, "namespace", p.opts.Namespace)
+	p.log.Info("pool ready", "replica", p.opts.ReplicaID, "run", p.run, "namespace", p.opts.Namespace)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return p.keepLiveness(gctx, lease) })
+	g.Go(func() error { return p.keepLiveness(gctx) })
 	g.Go(func() error { return p.elect(gctx) })
 	g.Go(func() error { return p.syncLoop(gctx) })
 	g.Go(func() error { p.probeAPI(gctx); return nil })
@@ -325,11 +321,13 @@ func (p *Pool) Run(ctx context.Context) error {
 		for range p.opts.PrepareConcurrency {
 			g.Go(func() error { p.prepareWorker(gctx); return nil })
 		}
-		g.Go(func() error { <-gctx.Done(); p.prepQueue.ShutDown(); return nil })
 	}
-	err = g.Wait()
+	g.Go(func() error { <-gctx.Done(); p.prepQueue.ShutDown(); return nil })
+	err := g.Wait()
 	p.bg.Wait()
-	p.closeAllStreams()
+	for _, rp := range p.reserved.takeAll() {
+		rp.closeStream()
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -354,127 +352,13 @@ func (p *Pool) poke() {
 	}
 }
 
-// onPod reacts to an added or updated pod: it releases local reservations,
-// wakes waiters, tracks health and misses, and queues stream preparation.
-// counted is false for pods from the informer's initial list, which are not
-// new misses.
-func (p *Pool) onPod(pod *corev1.Pod, counted bool) {
-	if pod == nil {
-		return
-	}
-	state := pod.Labels[LabelState]
-	prof, _ := p.profiles.Get(pod.Labels[LabelProfile])
-	now := p.clock.Now()
-	var toClose *streams
-	p.mu.Lock()
-	if state != StateIdle {
-		// The watch often delivers this replica's own claim before the
-		// PATCH response reaches claimIdle: the pod then stays taken and
-		// keeps its streams for claimed to hand over, however many
-		// events arrive meanwhile. Closing them here sent every other
-		// user through a fresh exec, 60-90 ms slower on this node.
-		if pr, ok := p.taken[pod.Name]; ok && pr != claimWon && pod.Labels[LabelOwner] == p.opts.ReplicaID {
-			p.taken[pod.Name] = claimSeen
-		} else {
-			delete(p.taken, pod.Name)
-			toClose = p.dropStreamsLocked(pod.Name)
-		}
-	}
-	if set := p.pending[pod.Labels[LabelProfile]]; set != nil {
-		delete(set, pod.Name)
-	}
-	if ch, ok := p.waiters[pod.Name]; ok {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-	if prof.Profile != nil && pod.Labels[LabelHash] == prof.Profile.Hash {
-		h := p.healthLocked(prof.Profile)
-		if podReady(pod) {
-			h.ready()
-			p.metrics.degraded.WithLabelValues(prof.Name).Set(0)
-		} else if f, bad := podFailure(pod); bad {
-			p.recordFailureLocked(prof.Profile, pod, f, now)
-		}
-		p.observeDemandLocked(prof.Profile, pod, counted, now)
-	}
-	if at, ok := p.recycled[pod.Name]; ok && podReady(pod) && prof.Profile != nil {
-		delete(p.recycled, pod.Name)
-		p.metrics.podStart.WithLabelValues(prof.Name).Observe(now.Sub(at).Seconds())
-	}
-	current := state == StateIdle && podReady(pod) && prof.Profile != nil && pod.Labels[LabelHash] == prof.Profile.Hash
-	if current {
-		p.signalIdleReadyLocked(prof.Name)
-	} else {
-		p.signalSlotLocked(pod, false)
-	}
-	wantPrep := p.execer != nil && current && p.prepared[pod.Name] == nil
-	p.mu.Unlock()
-	if toClose != nil {
-		toClose.close()
-	}
-	if wantPrep {
-		p.prepQueue.Add(pod.Name)
-	}
-	p.poke()
-}
-
-// onPodDeleted forgets everything about a deleted pod.
-func (p *Pool) onPodDeleted(o any) {
-	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
-		o = d.Obj
-	}
-	pod := podOf(o)
-	if pod == nil {
-		return
-	}
-	p.mu.Lock()
-	delete(p.taken, pod.Name)
-	delete(p.deleting, pod.Name)
-	delete(p.failedUIDs, string(pod.UID))
-	p.forgetDemandLocked(pod.UID)
-	delete(p.recycled, pod.Name)
-	toClose := p.dropStreamsLocked(pod.Name)
-	if ch, ok := p.waiters[pod.Name]; ok {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-	p.signalSlotLocked(pod, true)
-	p.mu.Unlock()
-	if toClose != nil {
-		toClose.close()
-	}
-	p.poke()
-}
-
-// healthLocked returns the profile's health, reset when its template
-// changed.
-func (p *Pool) healthLocked(prof *profile.Profile) *health {
-	h := p.health[prof.Name]
-	if h == nil {
-		h = &health{}
-		p.health[prof.Name] = h
-	}
-	if h.hash != prof.Hash {
-		h.reset(prof.Hash)
-	}
-	return h
-}
-
-// recordFailureLocked counts a pod that cannot start against its profile's
-// health, once per pod however many events or callers report it.
-func (p *Pool) recordFailureLocked(prof *profile.Profile, pod *corev1.Pod, f failure, now time.Time) {
-	if _, seen := p.failedUIDs[string(pod.UID)]; seen {
-		return
-	}
-	p.failedUIDs[string(pod.UID)] = struct{}{}
-	p.healthLocked(prof).fail(now, f, p.opts.BackoffBase, p.opts.BackoffMax)
-	p.metrics.createFailures.WithLabelValues(prof.Name, f.Reason).Inc()
-	p.metrics.degraded.WithLabelValues(prof.Name).Set(1)
-	p.log.Warn("pod cannot start", "profile", prof.Name, "pod", pod.Name, "reason", f.Reason, "detail", failureDetail(pod))
+// background runs f off the caller's path; Run waits for it.
+func (p *Pool) background(f func()) {
+	p.bg.Add(1)
+	go func() {
+		defer p.bg.Done()
+		f()
+	}()
 }
 
 // cachedPod returns the informer's copy of a pod; callers must not modify it.
@@ -485,4 +369,17 @@ func (p *Pool) cachedPod(name string) (*corev1.Pod, bool) {
 	}
 	pod, ok := o.(*corev1.Pod)
 	return pod, ok
+}
+
+// spareOfTemplate counts the cached spare pods (idle or reserved) of a
+// profile's current template that are not being deleted.
+func (p *Pool) spareOfTemplate(profile, hash string) int {
+	objs, _ := p.pods.GetIndexer().ByIndex(indexProfile, profile)
+	n := 0
+	for _, o := range objs {
+		if pod, ok := o.(*corev1.Pod); ok && pod.DeletionTimestamp == nil && Spare(pod) && pod.Labels[LabelHash] == hash {
+			n++
+		}
+	}
+	return n
 }

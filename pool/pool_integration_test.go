@@ -25,7 +25,8 @@ func claimFor(user, session string) scheduler.Claim {
 
 // TestIntegrationFillClaimRefill proves the basic cycle on a real cluster:
 // the pool fills to its target with Ready pods, a claim returns one pod
-// relabelled as claimed (with one PATCH), the pool refills at once, and
+// relabelled as claimed (its record written with one PATCH), the pool
+// refills at once, and
 // Release deletes the claimed pod.
 func TestIntegrationFillClaimRefill(t *testing.T) {
 	env := kubetest.New(t)
@@ -38,6 +39,9 @@ func TestIntegrationFillClaimRefill(t *testing.T) {
 	pod, err := r.pool.Claim(ctx, "", claimFor("alice@example.com", "conn-1"))
 	if err != nil {
 		t.Fatalf("Claim: %v", err)
+	}
+	if err := pod.Record.Wait(ctx); err != nil {
+		t.Fatalf("claim record: %v", err)
 	}
 	if !pod.Warm || pod.Profile != "default" || pod.Ref.Container != "guest" {
 		t.Errorf("claimed %+v, want a warm default pod in container guest", pod)
@@ -92,7 +96,7 @@ func TestIntegrationColdCreate(t *testing.T) {
 		t.Fatalf("Claim on an empty pool: %v, want ErrNoIdlePod", err)
 	}
 	var phases []string
-	pod, err := r.pool.Create(ctx, "default", claimFor("bob", "c1"), func(s scheduler.WaitState) { phases = append(phases, s.Phase) })
+	pod, err := r.pool.AwaitPod(ctx, "default", claimFor("bob", "c1"), func(s scheduler.WaitState) { phases = append(phases, s.Phase) })
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -142,6 +146,9 @@ func TestIntegrationTemplateChange(t *testing.T) {
 	r := startReplica(t, env, "r1", nil, fastOptions(env.Namespace, "r1"), nil)
 	w.until(t, 120*time.Second, "2 idle web pods", func(p []*corev1.Pod) bool { return count(p, StateIdle) == 2 })
 	claimed, err := r.pool.Claim(ctx, "web", claimFor("alice", "c1"))
+	if err == nil {
+		err = claimed.Record.Wait(ctx)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +162,7 @@ func TestIntegrationTemplateChange(t *testing.T) {
 	w.until(t, 90*time.Second, "2 idle pods of the new template and no old idle pod", func(p []*corev1.Pod) bool {
 		fresh := 0
 		for _, x := range p {
-			if x.Labels[LabelState] != StateIdle || x.DeletionTimestamp != nil {
+			if !Spare(x) || x.DeletionTimestamp != nil {
 				continue
 			}
 			if x.Labels[LabelHash] == oldHash {

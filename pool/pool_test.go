@@ -42,12 +42,18 @@ func idleReadyPod(name string, prof *profile.Profile) *corev1.Pod {
 // marked ready without Run (no leases, no leader election).
 func newUnitPool(t *testing.T, cs *fake.Clientset, prof *profile.Profile) *Pool {
 	t.Helper()
+	return newUnitPoolWith(t, cs, prof, nil)
+}
+
+// newUnitPoolWith is newUnitPool with a stream preparer.
+func newUnitPoolWith(t *testing.T, cs *fake.Clientset, prof *profile.Profile, prep Preparer) *Pool {
+	t.Helper()
 	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(testNS))
 	store, err := profile.NewStore(prof, f.Core().V1().PodTemplates().Informer(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(cs, f.Core().V1().Pods().Informer(), f.Coordination().V1().Leases().Informer(), store, nil,
+	p, err := New(cs, f.Core().V1().Pods().Informer(), f.Coordination().V1().Leases().Informer(), store, prep,
 		clocktesting.NewFakeClock(time.Unix(1e9, 0)), slog.New(slog.NewTextHandler(io.Discard, nil)),
 		prometheus.NewRegistry(), Options{Namespace: testNS, ReplicaID: "r1"})
 	if err != nil {
@@ -56,7 +62,7 @@ func newUnitPool(t *testing.T, cs *fake.Clientset, prof *profile.Profile) *Pool 
 	stop := make(chan struct{})
 	t.Cleanup(func() { close(stop); f.Shutdown() })
 	f.Start(stop)
-	if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced) {
+	if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced, f.Coordination().V1().Leases().Informer().HasSynced) {
 		t.Fatal("cache did not sync")
 	}
 	close(p.ready)

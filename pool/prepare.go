@@ -2,17 +2,24 @@ package pool
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/podgate/podgate/scheduler"
 )
 
-// prepareTimeout bounds the opening of one pod's prepared streams; a
+// Prepared streams. Only a pod's owner opens a stream into it, and only
+// into its own reserved pods: one stream per pod, of the kind its profile's
+// logins open first (a terminal, for most), learned from the logins this
+// replica served (streamKinds). A login of the other kind execs afresh, and
+// its connection prepares a spare of its own kind for its next session.
+
+// prepareTimeout bounds the opening of one pod's prepared stream; a
 // healthy exec is ready in well under a second.
 const prepareTimeout = 30 * time.Second
 
-// prepareWorker opens streams for queued idle pods until the queue shuts
-// down. PrepareConcurrency workers bound the load on the API server.
+// prepareWorker opens streams for queued reserved pods until the queue
+// shuts down. PrepareConcurrency workers bound the load on the API server.
 func (p *Pool) prepareWorker(ctx context.Context) {
 	for {
 		name, shutdown := p.prepQueue.Get()
@@ -24,84 +31,105 @@ func (p *Pool) prepareWorker(ctx context.Context) {
 	}
 }
 
-// prepareOne opens one TTY and one plain stream for an idle pod and keeps
-// them with it. A placeholder entry marks the work as started; if the pod
-// is claimed elsewhere or disappears meanwhile, the entry is gone (or is
-// another one) by the time the streams are ready, and they are closed.
-// A pod whose streams fail to open is not retried: it stays claimable and
-// its claimer execs the ordinary way.
+// prepareOne opens the stream of one reserved pod, if the pod still waits
+// for one. Should the pod leave the reserved set while the stream opens,
+// the set refuses the stream and it is closed. A pod whose stream fails to
+// open stays reserved, bare: its login execs afresh.
 func (p *Pool) prepareOne(ctx context.Context, name string) {
-	pod, ok := p.cachedPod(name)
-	if !ok || pod.Labels[LabelState] != StateIdle || !podReady(pod) {
+	rp, ok := p.reserved.toPrepare(name)
+	if !ok {
 		return
 	}
-	e, ok := p.profiles.Get(pod.Labels[LabelProfile])
-	if !ok || e.Profile == nil || pod.Labels[LabelHash] != e.Profile.Hash {
+	e, ok := p.profiles.Get(rp.profile)
+	if !ok || e.Profile == nil {
 		return
 	}
-	s := &streams{uid: string(pod.UID)}
-	p.mu.Lock()
-	_, taken := p.taken[name]
-	if taken || p.prepared[name] != nil {
-		p.mu.Unlock()
-		return
-	}
-	p.prepared[name] = s
-	p.mu.Unlock()
-
-	ref := scheduler.PodRef{Namespace: pod.Namespace, Name: pod.Name, Container: e.Profile.Container()}
+	ref := scheduler.PodRef{Namespace: p.opts.Namespace, Name: name, Container: e.Profile.Container()}
 	// A stream that never becomes ready (an exec into a pod that is going
-	// away can hang in the kubelet) must not hold this worker, and its
-	// goroutines, forever.
+	// away can hang in the kubelet) must not hold this worker forever.
 	ctx, cancel := context.WithTimeout(ctx, prepareTimeout)
 	defer cancel()
-	tty, err := p.execer.Prepare(ctx, ref, true)
+	stream, err := p.execer.Prepare(ctx, ref, p.kinds.tty(rp.profile))
 	if err != nil {
-		p.log.Debug("preparing tty stream", "pod", name, "err", err)
+		p.log.Debug("preparing stream", "pod", name, "err", err)
+		stream = nil
 	}
-	plain, err := p.execer.Prepare(ctx, ref, false)
-	if err != nil {
-		p.log.Debug("preparing plain stream", "pod", name, "err", err)
-	}
-	p.mu.Lock()
-	if p.prepared[name] == s {
-		s.tty, s.plain = tty, plain
-		p.mu.Unlock()
-		return
-	}
-	p.mu.Unlock()
-	(&streams{tty: tty, plain: plain}).close()
-}
-
-// dropStreamsLocked forgets a pod's streams and returns them for closing
-// outside the lock.
-func (p *Pool) dropStreamsLocked(name string) *streams {
-	s := p.prepared[name]
-	delete(p.prepared, name)
-	return s
-}
-
-// closeAllStreams closes every stream still held, on the way out of Run.
-func (p *Pool) closeAllStreams() {
-	p.mu.Lock()
-	all := p.prepared
-	p.prepared = map[string]*streams{}
-	p.mu.Unlock()
-	for _, s := range all {
-		s.close()
+	if !p.reserved.prepared(name, rp.uid, stream) && stream != nil {
+		_ = stream.Close()
 	}
 }
 
-// preparedCount is the number of idle pods with at least one open stream;
-// placeholders of streams still opening do not count.
-func (p *Pool) preparedCount() float64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, s := range p.prepared {
-		if s.open() {
-			n++
+// kindWindow is how many recent logins decide the kind prepared.
+const kindWindow = 32
+
+// streamKinds learns, per profile, which stream kind logins open first:
+// a terminal, unless most of the last kindWindow logins this replica served
+// from a prepared stream used (or, unused, gave up) a plain one. Its lock is
+// a leaf.
+type streamKinds struct {
+	mu    sync.Mutex // protects votes
+	votes map[string]*kindVotes
+}
+
+// kindVotes is a ring of the last kindWindow votes, true for a terminal.
+type kindVotes struct {
+	ring    [kindWindow]bool
+	next, n int
+}
+
+func newStreamKinds() *streamKinds { return &streamKinds{votes: map[string]*kindVotes{}} }
+
+// tty reports whether the profile's next prepared stream should be a
+// terminal.
+func (k *streamKinds) tty(profile string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	v := k.votes[profile]
+	if v == nil {
+		return true
+	}
+	ttys := 0
+	for i := range v.n {
+		if v.ring[i] {
+			ttys++
 		}
 	}
-	return float64(n)
+	return 2*ttys >= v.n
+}
+
+func (k *streamKinds) vote(profile string, tty bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	v := k.votes[profile]
+	if v == nil {
+		v = &kindVotes{}
+		k.votes[profile] = v
+	}
+	v.ring[v.next] = tty
+	v.next = (v.next + 1) % kindWindow
+	v.n = min(v.n+1, kindWindow)
+}
+
+// observe wraps a prepared stream handed out for a login so that its fate
+// votes: run, it was the kind the login wanted; closed unused, the other.
+func (k *streamKinds) observe(profile string, s scheduler.Prepared) scheduler.Prepared {
+	return &votingStream{Prepared: s, vote: func(tty bool) { k.vote(profile, tty) }}
+}
+
+// votingStream is a prepared stream that votes once, on its first Run or
+// Close.
+type votingStream struct {
+	scheduler.Prepared
+	once sync.Once
+	vote func(tty bool)
+}
+
+func (v *votingStream) Run(ctx context.Context, cmd scheduler.Command) (scheduler.ExitStatus, error) {
+	v.once.Do(func() { v.vote(cmd.Pty != nil) })
+	return v.Prepared.Run(ctx, cmd)
+}
+
+func (v *votingStream) Close() error {
+	v.once.Do(func() { v.vote(!v.Prepared.TTY()) })
+	return v.Prepared.Close()
 }

@@ -5,21 +5,16 @@ import (
 	"slices"
 	"time"
 
-	utilrand "k8s.io/apimachinery/pkg/util/rand"
-
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/podgate/podgate/pool/profile"
 )
 
-// pendingTTL bounds how long a created pod that never showed up in the
-// cache still counts towards the pool.
-const pendingTTL = 30 * time.Second
-
-// syncLoop runs a sync pass after every pod or profile change and every
-// Resync (for backoff expiry, timeouts and shrinking), until ctx ends.
+// syncLoop runs a sync pass after every pod or profile change (passes
+// coalesce: at most one waits) and every Resync, until ctx ends.
 func (p *Pool) syncLoop(ctx context.Context) error {
 	t := p.clock.NewTicker(p.opts.Resync)
 	defer t.Stop()
@@ -39,17 +34,20 @@ func (p *Pool) syncLoop(ctx context.Context) error {
 
 // view is one profile's pods as the cache shows them.
 type view struct {
-	idle, warming, claimed int
-	// fresh are idle pods of the current template, Ready last, so that
-	// shrinking removes warming pods first.
-	fresh []*corev1.Pod
-	// doomed are pods to delete, with the reason for the log.
-	doomed []doomed
-	// names holds every pod of the profile the cache showed, in any state.
+	// unreserved are the fresh idle pods of the current template, Ready
+	// last, so that shrinking removes warming pods first.
+	unreserved []*corev1.Pod
+	// reserved counts, per live owner, the fresh pods reserved for its
+	// current run, Ready or not.
+	reserved map[string]int
+	// For the metrics: Ready spare pods, unreserved and reserved; spare
+	// pods not Ready yet; claimed pods.
+	readyIdle, readyReserved, warming, claimed int
+	// doomed are unreserved pods the leader deletes; own are this run's
+	// reserved pods this replica deletes; each with the reason.
+	doomed, own []doomed
+	// names holds every pod of the profile the cache showed.
 	names map[string]bool
-	// pendingBefore are the names this replica was creating, or had created
-	// but not yet seen, just before the cache was read; see replenish.
-	pendingBefore []string
 }
 
 type doomed struct {
@@ -57,54 +55,58 @@ type doomed struct {
 	why string
 }
 
-// sync updates metrics and, on the leader, replenishes, shrinks and reaps.
+// sync updates metrics, gives back this replica's surplus reserved pods,
+// and, on the leader, splits, replenishes, relabels, shrinks and reaps.
 func (p *Pool) sync(now time.Time) {
-	p.mu.Lock()
-	lctx := p.leadCtx
-	p.mu.Unlock()
+	lctx, term := p.lead.current()
+	reps := p.liveReplicas(now)
+	var offer *sharesRecord
+	if lctx != nil {
+		offer = &sharesRecord{Term: term, Profiles: map[string]split{}}
+	}
+	published := p.live.publishedShares()
+	held, _ := p.reserved.counts()
 	for _, prof := range p.profiles.Valid() {
-		// Snapshot the pods in flight before reading the cache: a pod
+		// The pods in flight are read before the cache, so that a pod
 		// the cache shows after this point is still named here.
-		p.mu.Lock()
-		before := make([]string, 0, len(p.pending[prof.Name]))
-		for name := range p.pending[prof.Name] {
-			before = append(before, name)
+		creating, calls := p.creating.inFlight(prof.Name, now)
+		relabeling, _ := p.relabeling.inFlight(prof.Name, now)
+		v := p.view(prof, reps, now)
+		pl := p.demand.tick(prof, now)
+		p.metrics.observeView(prof.Name, v, pl, held[prof.Name])
+		for _, d := range v.own {
+			if rp := p.reserved.drop(d.pod.Name); rp != nil {
+				rp.closeStream()
+				p.deleteOwn(d.pod, d.why)
+			}
 		}
-		p.mu.Unlock()
-		v := p.view(prof, now)
-		v.pendingBefore = before
-		p.mu.Lock()
-		h := p.healthLocked(prof)
-		sz := p.sizerLocked(prof, now)
-		sz.tick(now, p.opts.ShrinkAfter)
-		target, degraded := sz.target, h.degraded()
-		p.mu.Unlock()
-		p.metrics.pods.WithLabelValues(prof.Name, "idle").Set(float64(v.idle))
-		p.metrics.pods.WithLabelValues(prof.Name, "warming").Set(float64(v.warming))
-		p.metrics.pods.WithLabelValues(prof.Name, "claimed").Set(float64(v.claimed))
-		p.metrics.target.WithLabelValues(prof.Name).Set(float64(target))
-		p.metrics.degraded.WithLabelValues(prof.Name).Set(boolFloat(degraded))
-		if lctx != nil {
-			p.replenish(lctx, prof, v, target, now)
+		if share, ok := reps.share(prof.Name, p.opts.ReplicaID); ok {
+			p.metrics.share.WithLabelValues(prof.Name).Set(float64(share))
+			p.giveBack(p.reserved.surplus(prof.Name, share, p.opts.LivenessRenew, now))
 		}
+		if lctx == nil {
+			continue
+		}
+		offer.Profiles[prof.Name] = splitTarget(pl.target, reps.claimants(prof.Name), p.opts.MaxReserved)
+		var sp *split
+		if published != nil && published.Term == term {
+			if s, ok := published.Profiles[prof.Name]; ok {
+				sp = &s
+			}
+		}
+		p.replenish(lctx, prof, v, pl, sp, reps.runs, inFlight{creating, calls, relabeling}, now)
 	}
 	if lctx != nil {
-		p.reap(lctx, now)
+		p.live.offerShares(offer)
+		p.reap(lctx, reps, now)
 	}
 	p.settleAbandoned(now)
 }
 
-func boolFloat(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// view classifies a profile's idle pods. Failure and timeout verdicts on
-// idle pods are recorded in the profile's health by every replica alike.
-func (p *Pool) view(prof *profile.Profile, now time.Time) view {
-	v := view{names: map[string]bool{}}
+// view classifies a profile's pods. Failure and timeout verdicts on spare
+// pods are recorded in the profile's health by every replica alike.
+func (p *Pool) view(prof *profile.Profile, reps replicas, now time.Time) view {
+	v := view{reserved: map[string]int{}, names: map[string]bool{}}
 	objs, _ := p.pods.GetIndexer().ByIndex(indexProfile, prof.Name)
 	for _, o := range objs {
 		pod, ok := o.(*corev1.Pod)
@@ -112,41 +114,44 @@ func (p *Pool) view(prof *profile.Profile, now time.Time) view {
 			continue
 		}
 		v.names[pod.Name] = true
-		if pod.DeletionTimestamp != nil {
+		if pod.DeletionTimestamp != nil || p.deleting.has(pod.Name) {
 			continue
 		}
-		switch pod.Labels[LabelState] {
-		case StateClaimed:
+		state, owner := pod.Labels[LabelState], pod.Labels[LabelOwner]
+		switch {
+		case state == StateClaimed:
 			v.claimed++
 			continue
-		case StateIdle:
-		default:
+		case state == StateReserved && (reps.runs[owner] == "" || reps.runs[owner] != pod.Labels[LabelRun]):
+			continue // reaped, or deleted by its replica's new run
+		case state != StateIdle && state != StateReserved:
 			continue
 		}
 		ready := podReady(pod)
-		if ready {
-			v.idle++
-		} else {
+		switch {
+		case !ready:
 			v.warming++
-		}
-		age := now.Sub(pod.CreationTimestamp.Time)
-		switch f, bad := podFailure(pod); {
-		case pod.Labels[LabelHash] != prof.Hash:
-			v.doomed = append(v.doomed, doomed{pod, "template changed"})
-		case bad:
-			v.doomed = append(v.doomed, doomed{pod, f.Reason})
-		case !ready && age > p.opts.ReadyTimeout:
-			p.mu.Lock()
-			p.recordFailureLocked(prof, pod, failTimeout, now)
-			p.mu.Unlock()
-			v.doomed = append(v.doomed, doomed{pod, ReasonReadinessTimeout})
-		case p.opts.MaxIdleAge > 0 && age > p.opts.MaxIdleAge:
-			v.doomed = append(v.doomed, doomed{pod, "idle too long"})
+		case state == StateReserved:
+			v.readyReserved++
 		default:
-			v.fresh = append(v.fresh, pod)
+			v.readyIdle++
+		}
+		why := p.doomedBecause(prof, pod, ready, now)
+		switch {
+		case why != "" && state == StateIdle:
+			v.doomed = append(v.doomed, doomed{pod, why})
+		case why != "" && owner == p.opts.ReplicaID && pod.Labels[LabelRun] == p.run:
+			v.own = append(v.own, doomed{pod, why})
+		case why != "":
+			// Another live replica's: it deletes it; the leader counts
+			// it no more, so its replacement starts now.
+		case state == StateReserved:
+			v.reserved[owner]++
+		default:
+			v.unreserved = append(v.unreserved, pod)
 		}
 	}
-	slices.SortStableFunc(v.fresh, func(a, b *corev1.Pod) int {
+	slices.SortStableFunc(v.unreserved, func(a, b *corev1.Pod) int {
 		ra, rb := podReady(a), podReady(b)
 		switch {
 		case ra == rb:
@@ -160,195 +165,164 @@ func (p *Pool) view(prof *profile.Profile, now time.Time) view {
 	return v
 }
 
-// replenish brings a profile's fresh idle pods to target: creating in
-// parallel up to MaxConcurrentCreates, one probe at a time while the
-// profile is unproven or degraded, nothing while backing off; and removing
-// surplus idle pods once no creation is in flight.
-func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, target int, now time.Time) {
+// doomedBecause says why a spare pod must be replaced, or "".
+func (p *Pool) doomedBecause(prof *profile.Profile, pod *corev1.Pod, ready bool, now time.Time) string {
+	age := now.Sub(pod.CreationTimestamp.Time)
+	switch f, bad := podFailure(pod); {
+	case pod.Labels[LabelHash] != prof.Hash:
+		return "template changed"
+	case bad:
+		return f.Reason
+	case !ready && age > p.opts.ReadyTimeout:
+		p.demand.recordFailure(prof, pod, failTimeout, now)
+		return ReasonReadinessTimeout
+	case p.opts.MaxIdleAge > 0 && age > p.opts.MaxIdleAge:
+		return "idle too long"
+	}
+	return ""
+}
+
+// inFlight is what the leader asked for and its cache does not show yet.
+type inFlight struct {
+	creating map[string]expectation
+	calls    int
+	// relabeling are idle pods being reserved.
+	relabeling map[string]expectation
+}
+
+// replenish brings a profile's spare pods to the target, as leader:
+// creating in parallel up to MaxConcurrentCreates (one probe at a time
+// while the profile is unproven or degraded, nothing while backing off),
+// each new pod reserved for the replica furthest short of its published
+// share, or idle; relabelling unreserved pods beyond the published
+// remainder for replicas still short; and deleting surplus unreserved pods
+// once nothing is in flight. sp is the published split (nil until one is
+// published in this term): the leader acts only on what the owners can
+// read.
+func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, pl plan, sp *split, runs map[string]string, fl inFlight, now time.Time) {
 	for _, d := range v.doomed {
 		p.deleteAsLeader(ctx, d.pod, d.why)
 	}
-	p.mu.Lock()
-	pending := p.pending[prof.Name]
-	for name, at := range pending {
-		if now.Sub(at) > pendingTTL {
-			delete(pending, name)
-		}
+	// held counts, per owner ("" for idle pods), what the cache shows plus
+	// what is in flight and not shown: a pod the informer delivered after
+	// the in-flight snapshot is counted once, never nowhere.
+	held := map[string]int{"": len(v.unreserved)}
+	for owner, n := range v.reserved {
+		held[owner] += n
 	}
-	// In flight: every pod named pending before the cache was read that
-	// the view does not show. A pod the informer delivered in between has
-	// left pending but is still counted here, so no pod is counted
-	// nowhere, which would make the leader create one too many. Only this
-	// goroutine adds to pending, so nothing newer is missed.
-	inflight := 0
-	for _, name := range v.pendingBefore {
+	pending := 0
+	for name, e := range fl.creating {
 		if !v.names[name] {
-			inflight++
+			pending++
+			held[e.owner]++
 		}
 	}
-	have := len(v.fresh) + inflight
-	need := target - have
-	h := p.healthLocked(prof)
+	idleNames := make(map[string]bool, len(v.unreserved))
+	for _, pod := range v.unreserved {
+		idleNames[pod.Name] = true
+	}
+	for name, e := range fl.relabeling {
+		if idleNames[name] { // once the cache shows it reserved, the view counts it
+			held[e.owner]++
+			held[""]--
+		}
+	}
+	have := pending + len(v.unreserved)
+	for _, n := range v.reserved {
+		have += n
+	}
+	shares := map[string]int{}
+	if sp != nil {
+		shares = sp.Shares
+	}
+	need := pl.target - have
 	switch {
-	case need > 0 && !h.mayCreate(now):
+	case need > 0 && !pl.mayCreate:
 		need = 0
-	case need > 0 && h.cautious():
-		warming := inflight
-		for _, pod := range v.fresh {
+	case need > 0 && pl.cautious:
+		warming := pending
+		for _, pod := range v.unreserved {
 			if !podReady(pod) {
 				warming++
 			}
 		}
 		need = min(need, 1-min(warming, 1))
 	}
-	need = min(need, p.opts.MaxConcurrentCreates-p.creating[prof.Name], p.freeSlotsLocked(prof))
-	// Pods are named here and entered in pending before they are
-	// created, so that the next pass counts them from its snapshot.
-	names := make([]string, 0, max(need, 0))
+	starting, _ := p.pods.GetIndexer().ByIndex(indexStarting, prof.Name)
+	need = min(need, p.opts.MaxConcurrentCreates-fl.calls, p.opts.MaxStarting-len(starting)-pending-p.queue.unseen(prof.Name))
 	for range max(need, 0) {
-		p.creating[prof.Name]++
-		name := "podgate-" + prof.Name + "-" + utilrand.String(5)
-		if p.pending[prof.Name] == nil {
-			p.pending[prof.Name] = map[string]time.Time{}
+		owner := largestDeficit(shares, held)
+		held[owner]++
+		p.createSpare(ctx, prof, owner, runs[owner], now)
+	}
+	if sp != nil {
+		p.relabelForShares(ctx, prof, v, shares, held, sp.Unreserved, runs, now)
+	}
+	// Surplus is deleted from the unreserved pods beyond the remainder:
+	// reserved surplus is given back by its owners first (reserved.go),
+	// then deleted here.
+	if surplus := have - pl.target; surplus > 0 && pending == 0 && len(fl.relabeling) == 0 {
+		keep := 0
+		if sp != nil {
+			keep = min(sp.Unreserved, pl.target)
 		}
-		p.pending[prof.Name][name] = now
-		names = append(names, name)
-	}
-	p.mu.Unlock()
-
-	for _, name := range names {
-		p.createIdle(ctx, prof, name)
-	}
-	if surplus := have - target; surplus > 0 && inflight == 0 {
-		for _, pod := range v.fresh[:min(surplus, len(v.fresh))] {
+		for _, pod := range v.unreserved[:max(0, min(surplus, len(v.unreserved)-keep))] {
 			p.deleteAsLeader(ctx, pod, "pool above target")
 		}
 	}
 }
 
-// createIdle creates the idle pod name in the background. The caller has
-// counted it in creating and entered it in pending.
-func (p *Pool) createIdle(ctx context.Context, prof *profile.Profile, name string) {
-	pod := p.newPod(prof, StateIdle, nil, p.clock.Now())
-	pod.GenerateName, pod.Name = "", name
-	p.bg.Add(1)
-	go func() {
-		defer p.bg.Done()
-		_, err := p.client.CoreV1().Pods(p.opts.Namespace).Create(ctx, pod, metav1.CreateOptions{})
-		p.mu.Lock()
-		p.creating[prof.Name]--
-		if err != nil {
-			// Never created: no longer in flight. (A pod that was created
-			// leaves pending when the informer shows it.)
-			delete(p.pending[prof.Name], name)
-		}
-		p.mu.Unlock()
-		if err != nil && ctx.Err() == nil {
-			p.log.Warn("creating idle pod", "profile", prof.Name, "err", p.createError(prof, err))
-		}
-		p.poke()
-	}()
-}
-
-// reap deletes, as leader, pods nobody will release: claimed pods whose
-// owner's liveness Lease is gone or expired (never this replica's own, and
-// never younger than a Lease period, so a starting replica is not mistaken
-// for a dead one), pods left released, and idle pods of removed profiles.
-func (p *Pool) reap(ctx context.Context, now time.Time) {
-	// gone caches, for this pass, each owner's Lease as read from the API
-	// server; see confirmExpired.
-	gone := map[string]bool{}
-	for _, o := range p.pods.GetStore().List() {
-		pod, ok := o.(*corev1.Pod)
-		if !ok || pod.DeletionTimestamp != nil {
+// relabelForShares reserves unreserved pods beyond the remainder for the
+// replicas short of their shares, Ready pods first.
+func (p *Pool) relabelForShares(ctx context.Context, prof *profile.Profile, v view, shares, held map[string]int, remainder int, runs map[string]string, now time.Time) {
+	for i := len(v.unreserved) - 1; i >= 0 && held[""] > remainder; i-- {
+		pod := v.unreserved[i]
+		if p.claiming.has(pod.Name) || p.relabeling.has(pod.Name) {
 			continue
 		}
-		switch pod.Labels[LabelState] {
-		case StateReleased:
-			p.deleteAsLeader(ctx, pod, "released")
-		case StateIdle:
-			if _, ok := p.profiles.Get(pod.Labels[LabelProfile]); !ok {
-				p.deleteAsLeader(ctx, pod, "profile removed")
-			}
-		case StateClaimed:
-			owner := pod.Labels[LabelOwner]
-			if owner == p.opts.ReplicaID {
-				// Claimed under this id before this process began: an
-				// earlier run of this replica held it and died, and
-				// nobody else will reap it, since the id's Lease lives
-				// on. The claim time is this replica's own clock.
-				if at, ok := claimedAt(pod); ok && at.Before(p.started) {
-					p.deleteAsLeader(ctx, pod, "claimed by an earlier run of this replica")
-				}
-				continue
-			}
-			since, ok := claimedAt(pod)
-			if !ok {
-				since = pod.CreationTimestamp.Time
-			}
-			if now.Sub(since) < p.opts.LivenessLeaseDuration {
-				continue
-			}
-			// Right after an API outage, Leases look expired because
-			// nobody could renew them; give their owners a Lease
-			// period to renew before reaping their users' pods.
-			if !p.api.upFor(now, p.opts.LivenessLeaseDuration) {
-				continue
-			}
-			if !p.leaseExpired(owner, now) {
-				continue
-			}
-			g, seen := gone[owner]
-			if !seen {
-				g = p.confirmExpired(ctx, owner, now)
-				gone[owner] = g
-			}
-			if g {
-				p.deleteAsLeader(ctx, pod, "owner "+owner+" is gone")
-			}
-		}
-	}
-}
-
-// deleteAsLeader deletes a pod in the background, once per pod until it
-// leaves the cache. An idle pod is deleted only if it is unchanged since
-// the cache saw it (a resourceVersion precondition): a replica that
-// claimed it in between keeps it, and the next pass decides again.
-func (p *Pool) deleteAsLeader(ctx context.Context, pod *corev1.Pod, why string) {
-	p.mu.Lock()
-	if _, busy := p.deleting[pod.Name]; busy {
-		p.mu.Unlock()
-		return
-	}
-	p.deleting[pod.Name] = struct{}{}
-	p.mu.Unlock()
-	p.log.Info("deleting pod", "pod", pod.Name, "profile", pod.Labels[LabelProfile], "reason", why)
-	name, uid, rv := pod.Name, pod.UID, ""
-	if pod.Labels[LabelState] == StateIdle {
-		rv = pod.ResourceVersion
-	}
-	p.bg.Add(1)
-	go func() {
-		defer p.bg.Done()
-		err := p.deletePod(ctx, name, uid, rv)
-		switch {
-		case err == nil:
+		owner := largestDeficit(shares, held)
+		if owner == "" {
 			return
-		case apierrors.IsConflict(err):
-			p.log.Info("not deleting pod: it changed since", "pod", name, "reason", why)
-		default:
-			p.log.Warn("deleting pod", "err", err)
 		}
-		p.mu.Lock()
-		delete(p.deleting, name)
-		p.mu.Unlock()
-	}()
+		held[owner]++
+		held[""]--
+		p.relabel(ctx, prof, pod, owner, runs[owner], now)
+	}
 }
 
-// ptrOrNil is &s, or nil for "".
-func ptrOrNil(s string) *string {
-	if s == "" {
-		return nil
+// createSpare creates one spare pod in the background: reserved for owner's
+// run, or idle when owner is "".
+func (p *Pool) createSpare(ctx context.Context, prof *profile.Profile, owner, run string, now time.Time) {
+	state := StateIdle
+	if owner != "" {
+		state = StateReserved
 	}
-	return &s
+	pod := p.newPod(prof, state, owner, run, nil, now)
+	pod.GenerateName, pod.Name = "", "podgate-"+prof.Name+"-"+utilrand.String(5)
+	p.creating.begin(pod.Name, expectation{profile: prof.Name, owner: owner, at: now})
+	p.background(func() {
+		_, err := p.client.CoreV1().Pods(p.opts.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+		p.creating.finished(pod.Name, prof.Name, err == nil)
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn("creating spare pod", "profile", prof.Name, "err", p.createError(prof, err))
+		}
+		p.poke()
+	})
+}
+
+// relabel reserves an idle pod for owner's run in the background.
+func (p *Pool) relabel(ctx context.Context, prof *profile.Profile, pod *corev1.Pod, owner, run string, now time.Time) {
+	p.relabeling.begin(pod.Name, expectation{profile: prof.Name, owner: owner, at: now})
+	name, uid := pod.Name, pod.UID
+	p.background(func() {
+		body, err := relabelPatch(uid, owner, run)
+		if err == nil {
+			_, err = p.client.CoreV1().Pods(p.opts.Namespace).Patch(ctx, name, types.JSONPatchType, body, metav1.PatchOptions{})
+		}
+		p.relabeling.finished(name, prof.Name, err == nil)
+		if err != nil && ctx.Err() == nil {
+			p.log.Debug("reserving an idle pod failed; the next pass decides again", "pod", name, "owner", owner, "err", err)
+		}
+		p.poke()
+	})
 }

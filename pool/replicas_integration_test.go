@@ -69,6 +69,9 @@ func TestIntegrationRaceNoDoubleHandout(t *testing.T) {
 					session := fmt.Sprintf("%s-%d-%d", r.pool.opts.ReplicaID, i, n)
 					next := r.wait()
 					pod, err := r.pool.Claim(ctx, "", claimFor("u-"+session, session))
+					if err == nil {
+						err = pod.Record.Wait(ctx)
+					}
 					mu.Lock()
 					switch {
 					case errors.Is(err, scheduler.ErrNoIdlePod):
@@ -236,7 +239,7 @@ func TestIntegrationUnpullableImage(t *testing.T) {
 	coldCalls := 0
 	create := func(user string) error {
 		coldCalls++
-		_, err := r.pool.Create(ctx, "broken", claimFor(user, user), nil)
+		_, err := r.pool.AwaitPod(ctx, "broken", claimFor(user, user), nil)
 		return err
 	}
 	begin := time.Now()

@@ -4,11 +4,6 @@ import (
 	"math"
 	"slices"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
-
-	"github.com/podgate/podgate/pool/profile"
 )
 
 // Demand model. The pool needs enough idle pods to cover the claims that
@@ -139,60 +134,4 @@ func (s *sizer) adopt(idle int, now time.Time) {
 		s.target = t
 		s.lastChange = now
 	}
-}
-
-// sizerLocked returns the profile's sizer with its current bounds.
-func (p *Pool) sizerLocked(prof *profile.Profile, now time.Time) *sizer {
-	s := p.sizers[prof.Name]
-	if s == nil {
-		s = newSizer(prof.PoolMin, prof.PoolMax, now)
-		p.sizers[prof.Name] = s
-	}
-	hi := prof.PoolMax
-	if prof.NoGrow {
-		hi = prof.PoolMin
-	}
-	s.setBounds(prof.PoolMin, hi)
-	return s
-}
-
-// observeDemandLocked feeds the profile's sizer from a pod event of the
-// current template: the first sighting of each claim (a miss for a cold
-// pod, a hit otherwise) and how long each pod took from its first sighting
-// to Ready. Every replica sees every claim this way, so the leader sizes
-// the pool from all of them. Pods from the informer's initial list
-// (counted false) are old news and count for neither.
-func (p *Pool) observeDemandLocked(prof *profile.Profile, pod *corev1.Pod, counted bool, now time.Time) {
-	sz := p.sizerLocked(prof, now)
-	switch pod.Labels[LabelState] {
-	case StateClaimed:
-		if _, seen := p.claimUIDs[pod.UID]; !seen {
-			p.claimUIDs[pod.UID] = struct{}{}
-			switch {
-			case !counted:
-			case pod.Annotations[AnnCold] == "true":
-				sz.miss(now)
-			default:
-				sz.hit(now)
-			}
-		}
-	case StateIdle:
-		// A cold pod given to the pool may be claimed again.
-		delete(p.claimUIDs, pod.UID)
-	}
-	at, timing := p.startSeen[pod.UID]
-	switch {
-	case podReady(pod) && timing:
-		sz.started(now.Sub(at))
-		delete(p.startSeen, pod.UID)
-	case !podReady(pod) && !timing && counted && pod.DeletionTimestamp == nil:
-		p.startSeen[pod.UID] = now
-	}
-}
-
-// forgetDemandLocked drops what observeDemandLocked remembers of a pod
-// that is gone.
-func (p *Pool) forgetDemandLocked(uid types.UID) {
-	delete(p.claimUIDs, uid)
-	delete(p.startSeen, uid)
 }

@@ -15,7 +15,7 @@ import (
 // ever made), while a growing profile raises it by one per miss.
 func TestSizerNoGrowKeepsTargetAtMin(t *testing.T) {
 	now := time.Unix(1000, 0)
-	p := &Pool{sizers: map[string]*sizer{}}
+	p := newDemand(nil, nil, &Options{})
 	cold := &profile.Profile{PoolMin: 0, PoolMax: 10, NoGrow: true}
 	cold.Name = "cold"
 	warm := &profile.Profile{PoolMin: 0, PoolMax: 10}
@@ -119,7 +119,11 @@ func TestOnPodObservesDemand(t *testing.T) {
 	}
 	p := newUnitPool(t, fake.NewClientset(), prof)
 	clk := p.clock.(*clocktesting.FakeClock)
-	sz := func() *sizer { p.mu.Lock(); defer p.mu.Unlock(); return p.sizerLocked(prof, clk.Now()) }
+	sz := func() *sizer {
+		p.demand.mu.Lock()
+		defer p.demand.mu.Unlock()
+		return p.demand.sizerLocked(prof, clk.Now())
+	}
 
 	starting := idleReadyPod("s", prof)
 	starting.Status.Conditions = nil

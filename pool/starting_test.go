@@ -12,11 +12,11 @@ import (
 	"github.com/podgate/podgate/scheduler"
 )
 
-// createAsync runs Create for user in the background.
+// createAsync runs AwaitPod for user in the background.
 func createAsync(ctx context.Context, p *Pool, user string) (<-chan *scheduler.Pod, <-chan error) {
 	got, failed := make(chan *scheduler.Pod, 1), make(chan error, 1)
 	go func() {
-		pod, err := p.Create(ctx, "", scheduler.Claim{Identity: scheduler.Identity{User: user}, Session: user}, nil)
+		pod, err := p.AwaitPod(ctx, "", scheduler.Claim{Identity: scheduler.Identity{User: user}, Session: user}, nil)
 		if err != nil {
 			failed <- err
 			return
@@ -33,7 +33,7 @@ func receive(t *testing.T, who string, got <-chan *scheduler.Pod, failed <-chan 
 	case pod := <-got:
 		return pod
 	case err := <-failed:
-		t.Fatalf("%s: Create: %v", who, err)
+		t.Fatalf("%s: AwaitPod: %v", who, err)
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s got no pod", who)
 	}
@@ -85,7 +85,7 @@ func TestWaiterWithoutSlotCreatesNoPod(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	bob, bobFailed := createAsync(ctx, p, "bob")
-	waitQueued(t, p, prof.Name, 2)
+	waitInLine(t, p, prof.Name, 2)
 
 	// An idle pod turns Ready: alice, first in the queue, takes it, and
 	// her pod, still starting, joins the pool and keeps the slot.
@@ -127,7 +127,7 @@ func TestWaiterTakesFreedSlot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, bobFailed := createAsync(ctx, p, "bob")
-	waitQueued(t, p, prof.Name, 2)
+	waitInLine(t, p, prof.Name, 2)
 	w, err := cs.CoreV1().Pods(testNS).Watch(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)

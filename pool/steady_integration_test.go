@@ -32,7 +32,7 @@ func levelsOf(pods []*corev1.Pod, prof string) levels {
 		}
 		l.total++
 		switch p.Labels[LabelState] {
-		case StateIdle:
+		case StateIdle, StateReserved:
 			l.unused++
 			if podReady(p) {
 				l.ready++

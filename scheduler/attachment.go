@@ -68,24 +68,40 @@ func envAllowed(allow []string, name string) bool {
 // runIn runs one process in a held pod, on a prepared stream of the right
 // kind when one is at hand, else over a fresh exec.
 //
+// A pod handed out before its claim record was written (Pod.Record) runs
+// the command at once; should the record fail, the command is stopped and
+// the record's error, which tells the user plainly, is returned.
+//
 // The attach latency is recorded once per attachment (first guards it):
 // from the connection's acceptance to the first byte the user's first
 // command writes, or to its end when it writes nothing, whichever comes
 // first. That is the earliest moment podgate can see the command running.
-// result is warm or cold.
-func (s *Scheduler) runIn(ctx context.Context, id Identity, pol Policy, pod *Pod, p Process, prep Prepared, first *sync.Once, result string) (ExitStatus, error) {
+// At the same moment the login's API trace (nil after the first session)
+// ends and its count is recorded. result is warm or cold.
+func (s *Scheduler) runIn(ctx context.Context, id Identity, pol Policy, pod *Pod, p Process, prep Prepared, first *sync.Once, trace *apiTrace, result string) (ExitStatus, error) {
 	args, err := argv(pol, p)
+	if err == nil {
+		err = pod.Record.Err()
+	}
 	if err != nil {
 		if prep != nil {
 			_ = prep.Close()
 		}
 		return ExitStatus{}, err
 	}
+	ctx = withAPITrace(ctx, trace)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopWatching := watchRecord(runCtx, pod.Record, cancel)
+	defer stopWatching()
 	start := s.clock.Now()
 	mark := func() {
 		first.Do(func() {
 			s.metrics.phase.WithLabelValues("exec_start").Observe(s.clock.Since(start).Seconds())
 			s.metrics.attach.WithLabelValues(pol.Name, string(pol.Mode), result).Observe(s.since(id.AcceptedAt))
+			if trace != nil {
+				s.metrics.apiRequests.WithLabelValues(pol.Name, result).Observe(float64(trace.end()))
+			}
 		})
 	}
 	cmd := Command{
@@ -99,14 +115,46 @@ func (s *Scheduler) runIn(ctx context.Context, id Identity, pol Policy, pod *Pod
 	}()
 	var st ExitStatus
 	if prep != nil {
-		st, err = prep.Run(ctx, cmd)
+		st, err = prep.Run(runCtx, cmd)
 	} else {
-		st, err = s.execer.Exec(ctx, pod.Ref, cmd)
+		st, err = s.execer.Exec(runCtx, pod.Ref, cmd)
+	}
+	// The command may end before its pod's claim record is written; its
+	// outcome still decides what the user is told.
+	select {
+	case <-pod.Record.Done():
+	case <-ctx.Done():
+	}
+	if rerr := pod.Record.Err(); rerr != nil {
+		return ExitStatus{}, rerr
 	}
 	if err != nil {
 		return st, fmt.Errorf("running %s in pod %q: %w", kindName(p.Kind), pod.Ref.Name, err)
 	}
 	return st, nil
+}
+
+// watchRecord calls cancel should rec fail before ctx ends; the returned
+// func stops watching. It starts no goroutine for a record already written.
+func watchRecord(ctx context.Context, rec *ClaimRecord, cancel func()) func() {
+	select {
+	case <-rec.Done():
+		return func() {}
+	default:
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-rec.Done():
+			if rec.Err() != nil {
+				cancel()
+			}
+		case <-ctx.Done():
+		case <-stop:
+		}
+	})
+	return func() { close(stop); wg.Wait() }
 }
 
 func kindName(k Kind) string {
@@ -149,6 +197,7 @@ type connAttachment struct {
 	done   func()
 	result string // warm or cold, for the attach metric
 	first  sync.Once
+	trace  *apiTrace       // the login's API trace, for its first session
 	ctx    context.Context // ends on Close; spare preparation uses it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // spare preparation in flight
@@ -162,11 +211,16 @@ type connAttachment struct {
 
 var _ Attachment = (*connAttachment)(nil)
 
-func newConnAttachment(s *Scheduler, id Identity, pol Policy, pod *Pod, result string, done func()) *connAttachment {
+func newConnAttachment(s *Scheduler, id Identity, pol Policy, pod *Pod, result string, trace *apiTrace, done func()) *connAttachment {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &connAttachment{s: s, id: id, pol: pol, pod: pod, done: done, result: result,
-		ctx: ctx, cancel: cancel, tty: pod.TTY, plain: pod.Plain}
-	pod.TTY, pod.Plain = nil, nil
+	a := &connAttachment{s: s, id: id, pol: pol, pod: pod, done: done, result: result, trace: trace,
+		ctx: ctx, cancel: cancel}
+	if pod.Stream != nil && pod.Stream.TTY() {
+		a.tty = pod.Stream
+	} else {
+		a.plain = pod.Stream
+	}
+	pod.Stream = nil
 	return a
 }
 
@@ -201,7 +255,11 @@ func (a *connAttachment) Run(ctx context.Context, p Process) (ExitStatus, error)
 	if prep != nil {
 		go a.spare(tty)
 	}
-	return a.s.runIn(ctx, a.id, a.pol, a.pod, p, prep, &a.first, a.result)
+	a.mu.Lock()
+	trace := a.trace
+	a.trace = nil
+	a.mu.Unlock()
+	return a.s.runIn(ctx, a.id, a.pol, a.pod, p, prep, &a.first, trace, a.result)
 }
 
 // spare prepares a fresh stream of one kind for the connection's next
@@ -245,7 +303,7 @@ func (a *connAttachment) Close() error {
 	// and waiting for a spare one in preparation take round trips to the
 	// kubelet, and a user who reconnects within them would otherwise
 	// miss the parked pod and be given another.
-	if !a.s.pools.Alive(a.pod) || !a.s.park(a.id, a.pol.ReconnectWindow, a.pod) {
+	if a.pod.Record.Err() != nil || !a.s.pools.Alive(a.pod) || !a.s.park(a.id, a.pol.ReconnectWindow, a.pod) {
 		a.s.release(a.pod)
 	}
 	a.wg.Wait()
@@ -299,11 +357,15 @@ func (a *sessionAttachment) Run(ctx context.Context, p Process) (ExitStatus, err
 	}
 	// The user's pod slot is given back when the session ends, as its
 	// pod is released (the release itself runs off the critical path).
+	var trace *apiTrace
+	if n == 1 {
+		trace = &apiTrace{}
+	}
 	var pod *Pod
 	donePod, err := a.s.admitPod(a.pol, a.id)
 	if err == nil {
 		defer donePod()
-		pod, err = a.s.obtain(ctx, a.pol, Claim{Identity: a.id, Session: a.id.ConnID + "-" + strconv.Itoa(n)}, a.progress)
+		pod, err = a.s.obtain(withAPITrace(ctx, trace), a.pol, Claim{Identity: a.id, Session: a.id.ConnID + "-" + strconv.Itoa(n)}, a.progress)
 	}
 	if err != nil {
 		a.s.metrics.attach.WithLabelValues(a.pol.Name, string(a.pol.Mode), "failed").Observe(a.s.since(a.id.AcceptedAt))
@@ -314,18 +376,13 @@ func (a *sessionAttachment) Run(ctx context.Context, p Process) (ExitStatus, err
 	if pod.Warm {
 		result = "warm"
 	}
-	prep := pod.Plain
-	if p.Pty != nil {
-		prep = pod.TTY
-	}
-	// The stream of the other kind has no use: this pod serves one
+	// A stream of the other kind has no use: this pod serves one
 	// session. Release closes it.
-	if p.Pty != nil {
-		pod.TTY = nil
-	} else {
-		pod.Plain = nil
+	var prep Prepared
+	if pod.Stream != nil && pod.Stream.TTY() == (p.Pty != nil) {
+		prep, pod.Stream = pod.Stream, nil
 	}
-	return a.s.runIn(ctx, a.id, a.pol, pod, p, prep, &a.first, result)
+	return a.s.runIn(ctx, a.id, a.pol, pod, p, prep, &a.first, trace, result)
 }
 
 // Close gives back the attachment's slot; session pods are already

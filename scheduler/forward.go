@@ -53,6 +53,11 @@ func (a *connAttachment) Dial(ctx context.Context, host string, port uint16) (ne
 	if !a.pol.PortForwarding {
 		return nil, fmt.Errorf("profile %q: %w", a.pol.Name, ErrForwardingDisabled)
 	}
+	// Nothing reaches a pod handed out from memory before its claim
+	// record is written (see Pod.Record).
+	if err := a.pod.Record.Wait(ctx); err != nil {
+		return nil, err
+	}
 	if ownPod(host, a.pod.Ref.Name) {
 		c, err := a.s.execer.DialTCP(ctx, a.pod.Ref, port)
 		a.s.countForward(a.pol.Name, forwardToPod, err)

@@ -15,6 +15,9 @@ type metrics struct {
 	session *prometheus.HistogramVec
 	// forwards counts direct-tcpip channels; see forward.go.
 	forwards *prometheus.CounterVec
+	// apiRequests counts, per login, the API requests made on its
+	// critical path; see apitrace.go.
+	apiRequests *prometheus.HistogramVec
 }
 
 // attachBuckets resolve the warm target (tens of milliseconds) and keep
@@ -34,7 +37,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600},
 		}, []string{"profile", "mode"}),
 	}
+	m.apiRequests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "podgate_attach_api_requests",
+		Help:    "Kubernetes API requests a login waited for, from connection accepted to the first output of its first command, by result (warm, cold).",
+		Buckets: []float64{0, 1, 2, 3, 5, 10},
+	}, []string{"profile", "result"})
 	var err error
+	if m.apiRequests, err = register(reg, m.apiRequests); err != nil {
+		return nil, err
+	}
 	if m.attach, err = register(reg, m.attach); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -80,8 +81,8 @@ func (p Policy) Allows(user string) bool {
 	return slices.Contains(p.AllowedUsers, "*") || slices.Contains(p.AllowedUsers, user)
 }
 
-// Pod is a pod claimed for one attachment or session, with the exec streams
-// a replica prepared for it ahead of time (either may be nil).
+// Pod is a pod claimed for one attachment or session, with an exec stream
+// a replica prepared into it ahead of time, if any.
 type Pod struct {
 	Ref     PodRef
 	UID     string
@@ -89,10 +90,75 @@ type Pod struct {
 	// Warm is true when the pod came from the idle pool, false when it was
 	// created on demand.
 	Warm bool
-	// TTY and Plain are prepared exec streams, owned by the claimer from
-	// now on: it must Run or Close each one.
-	TTY   Prepared
-	Plain Prepared
+	// Stream is a prepared exec stream (a terminal or a plain one, see
+	// Prepared.TTY), owned by the claimer from now on: it must Run or
+	// Close it. Nil when none was prepared.
+	Stream Prepared
+	// Record, when set, is the pod's claim record, still being written:
+	// the pod was handed out from memory so that the user's command could
+	// start at once. The holder runs sessions meanwhile, but must end
+	// them, and release the pod, should the record fail. Nil means the
+	// claim was recorded before the pod was returned.
+	Record *ClaimRecord
+}
+
+// ClaimRecord is the outcome of a claim record written while the pod is
+// already in use. Its methods are safe on a nil *ClaimRecord, which stands
+// for a record already written.
+type ClaimRecord struct {
+	done chan struct{}
+	err  error
+}
+
+// NewClaimRecord returns a record in flight and the function that settles
+// it with the write's outcome; only the first call counts.
+func NewClaimRecord() (*ClaimRecord, func(error)) {
+	r := &ClaimRecord{done: make(chan struct{})}
+	var once sync.Once
+	return r, func(err error) {
+		once.Do(func() {
+			r.err = err
+			close(r.done)
+		})
+	}
+}
+
+// closedDone is the Done channel of a nil record.
+var closedDone = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// Done is closed once the record is written or has failed.
+func (r *ClaimRecord) Done() <-chan struct{} {
+	if r == nil {
+		return closedDone
+	}
+	return r.done
+}
+
+// Err is the record's failure, nil while in flight or once written.
+func (r *ClaimRecord) Err() error {
+	if r == nil {
+		return nil
+	}
+	select {
+	case <-r.done:
+		return r.err
+	default:
+		return nil
+	}
+}
+
+// Wait waits for the record's outcome, or for ctx to end.
+func (r *ClaimRecord) Wait(ctx context.Context) error {
+	select {
+	case <-r.Done():
+		return r.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Claim describes who a pod is claimed for; pool writes it to the pod's
@@ -112,28 +178,31 @@ type WaitState struct {
 	Phase string
 }
 
-// ErrNoIdlePod is returned by Pools.Claim when the profile has no idle, Ready
-// pod to hand out; the caller then creates one with Pools.Create.
+// ErrNoIdlePod is returned by Pools.Claim when the profile has no warm pod
+// to hand out; the caller then waits for one with Pools.AwaitPod.
 var ErrNoIdlePod = errors.New("no idle pod")
 
 // Pools is the pod supply the scheduler consumes. Package pool implements it
-// with informers, optimistic-concurrency claims and a leader-elected
-// replenisher.
+// with informers, pods reserved per replica, optimistic-concurrency claims
+// and a leader-elected replenisher.
 type Pools interface {
 	// Policy returns the profile's policy; "" names the default profile.
 	// It fails with ErrUnknownProfile, or with a Refusal wrapping
 	// ErrProfileDegraded when the profile's template is invalid.
 	Policy(profile string) (Policy, error)
-	// Claim hands out an idle Ready pod with exactly one API write, or
-	// fails with ErrNoIdlePod.
+	// Claim hands out a warm pod, or fails with ErrNoIdlePod. A pod
+	// reserved for this replica comes from memory with no API call, its
+	// claim record in flight (Pod.Record); an unreserved one costs one
+	// conditional write before it is returned.
 	Claim(ctx context.Context, profile string, c Claim) (*Pod, error)
-	// Create makes a pod claimed from birth and waits, through the
-	// informer, until it is Ready. It fails fast with a Refusal wrapping
-	// ErrProfileDegraded when the pod cannot start, and returns ctx's error
-	// when ctx ends first (the pod is then deleted).
-	Create(ctx context.Context, profile string, c Claim, progress func(WaitState)) (*Pod, error)
+	// AwaitPod waits for a pod when Claim found none: one created claimed
+	// for the caller, or whichever pod of the profile is ready for it
+	// first. It fails fast with a Refusal wrapping ErrProfileDegraded
+	// when pods cannot start, and returns ctx's error when ctx ends first
+	// (a pod created for it is then deleted).
+	AwaitPod(ctx context.Context, profile string, c Claim, progress func(WaitState)) (*Pod, error)
 	// Release deletes a claimed pod (UID precondition), marking it released
-	// for the reaper when the delete fails. It closes unused streams.
+	// for the reaper when the delete fails. It closes an unused stream.
 	Release(ctx context.Context, pod *Pod) error
 	// Alive reports whether the pod still exists and is Ready.
 	Alive(pod *Pod) bool

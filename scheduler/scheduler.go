@@ -150,11 +150,12 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 		return nil, err
 	}
 	done := func() { donePod(); doneConn() }
+	trace := &apiTrace{}
 	if pod := s.unpark(id, pol); pod != nil {
 		s.log.Info("reconnected to parked pod", "user", id.User, "pod", pod.Ref.Name, "conn", id.ConnID)
-		return newConnAttachment(s, id, pol, pod, "warm", done), nil
+		return newConnAttachment(s, id, pol, pod, "warm", trace, done), nil
 	}
-	pod, err := s.obtain(ctx, pol, Claim{Identity: id, Session: id.ConnID}, progress)
+	pod, err := s.obtain(withAPITrace(ctx, trace), pol, Claim{Identity: id, Session: id.ConnID}, progress)
 	if err != nil {
 		done()
 		return nil, err
@@ -163,7 +164,7 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 	if pod.Warm {
 		result = "warm"
 	}
-	return newConnAttachment(s, id, pol, pod, result, done), nil
+	return newConnAttachment(s, id, pol, pod, result, trace, done), nil
 }
 
 func (s *Scheduler) isShuttingDown() bool {
@@ -215,9 +216,9 @@ func (s *Scheduler) takeLocked(counts map[string]int, key string) func() {
 	}
 }
 
-// obtain claims a warm pod or, on a miss, creates a cold one and waits for
-// it, telling the user their place and the elapsed time every
-// ProgressEvery. A profile whose MaxWait is zero refuses a miss at once.
+// obtain claims a warm pod or, on a miss, waits for one, telling the user
+// their place and the elapsed time every ProgressEvery. A profile whose
+// MaxWait is zero refuses a miss at once.
 func (s *Scheduler) obtain(ctx context.Context, pol Policy, c Claim, progress Progress) (*Pod, error) {
 	start := s.clock.Now()
 	defer func() { s.metrics.phase.WithLabelValues("claim").Observe(s.clock.Since(start).Seconds()) }()
@@ -266,7 +267,7 @@ func (s *Scheduler) obtain(ctx context.Context, pol Policy, c Claim, progress Pr
 		}
 	}()
 	say()
-	pod, err = s.pools.Create(ctx, pol.Name, c, func(w WaitState) {
+	pod, err = s.pools.AwaitPod(ctx, pol.Name, c, func(w WaitState) {
 		mu.Lock()
 		phase = w.Phase
 		mu.Unlock()

@@ -31,6 +31,9 @@ type fakePools struct {
 	gone     map[string]bool
 	gate     chan struct{}
 	released chan string
+	// onClaim, when set, sees each warm pod Claim hands out, with the
+	// claim's context.
+	onClaim func(ctx context.Context, p *Pod)
 }
 
 var _ Pools = (*fakePools)(nil)
@@ -61,17 +64,21 @@ func (f *fakePools) newPod(profile string, warm bool) *Pod {
 	return p
 }
 
-func (f *fakePools) Claim(_ context.Context, profile string, _ Claim) (*Pod, error) {
+func (f *fakePools) Claim(ctx context.Context, profile string, _ Claim) (*Pod, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.idle == 0 {
 		return nil, ErrNoIdlePod
 	}
 	f.idle--
-	return f.newPod(profile, true), nil
+	p := f.newPod(profile, true)
+	if f.onClaim != nil {
+		f.onClaim(ctx, p)
+	}
+	return p, nil
 }
 
-func (f *fakePools) Create(ctx context.Context, profile string, _ Claim, progress func(WaitState)) (*Pod, error) {
+func (f *fakePools) AwaitPod(ctx context.Context, profile string, _ Claim, progress func(WaitState)) (*Pod, error) {
 	progress(WaitState{Phase: "scheduling"})
 	if f.gate != nil {
 		select {
