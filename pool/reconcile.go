@@ -43,6 +43,9 @@ type view struct {
 	// For the metrics: Ready spare pods, unreserved and reserved; spare
 	// pods not Ready yet; claimed pods.
 	readyIdle, readyReserved, warming, claimed int
+	// starting counts the fresh spare pods (reserved or not) not Ready
+	// yet: the probes of a profile that has not proven it can start pods.
+	starting int
 	// doomed are unreserved pods the leader deletes; own are this run's
 	// reserved pods this replica deletes; each with the reason.
 	doomed, own []doomed
@@ -150,6 +153,9 @@ func (p *Pool) view(prof *profile.Profile, reps replicas, now time.Time) view {
 		default:
 			v.unreserved = append(v.unreserved, pod)
 		}
+		if why == "" && !ready {
+			v.starting++
+		}
 	}
 	slices.SortStableFunc(v.unreserved, func(a, b *corev1.Pod) int {
 		ra, rb := podReady(a), podReady(b)
@@ -240,13 +246,7 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, pl 
 	case need > 0 && !pl.mayCreate:
 		need = 0
 	case need > 0 && pl.cautious:
-		warming := pending
-		for _, pod := range v.unreserved {
-			if !podReady(pod) {
-				warming++
-			}
-		}
-		need = min(need, 1-min(warming, 1))
+		need = min(need, 1-min(pending+v.starting, 1))
 	}
 	starting, _ := p.pods.GetIndexer().ByIndex(indexStarting, prof.Name)
 	need = min(need, p.opts.MaxConcurrentCreates-fl.calls, p.opts.MaxStarting-len(starting)-pending-p.queue.unseen(prof.Name))
