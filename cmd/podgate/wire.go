@@ -67,6 +67,13 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	if err != nil {
 		return nil, fmt.Errorf("configuring the kubernetes client: %w", err)
 	}
+	// Every client below, exec streams included, counts its writes and
+	// the requests each login waits for through this one transport.
+	writes, err := kubemetrics.NewWrites(reg)
+	if err != nil {
+		return nil, fmt.Errorf("installing client-go metrics: %w", err)
+	}
+	restCfg.Wrap(writes.CountingTransport)
 	cs, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating the kubernetes client: %w", err)
