@@ -2,10 +2,13 @@ package kube
 
 import (
 	"context"
-
-	"golang.org/x/crypto/ssh"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/podgate/podgate/internal/testenv/kubetest"
 	"github.com/podgate/podgate/scheduler"
@@ -171,5 +174,60 @@ func BenchmarkRelaySetup(b *testing.B) {
 				b.StartTimer()
 			}
 		})
+	}
+}
+
+// BenchmarkPreparedIdleCost measures what one idle prepared terminal
+// stream costs podgate: Go heap in use and goroutines, per stream, over
+// preparedSample streams held open at once into one pod (the cost of a
+// reserved pod to its owner). With PODGATE_HEAP_PROFILE set, it writes a
+// heap profile of the held streams to that file.
+func BenchmarkPreparedIdleCost(b *testing.B) {
+	env := kubetest.New(b)
+	e := newTestExecutor(b, env)
+	pod := startPods(b, env, busyboxPod())[0]
+	ctx := context.Background()
+	for b.Loop() {
+		heap0, gor0 := footprint()
+		streams := make([]scheduler.Prepared, preparedSample)
+		for i := range streams {
+			p, err := e.Prepare(ctx, pod, true)
+			if err != nil {
+				b.Fatalf("Prepare: %v", err)
+			}
+			streams[i] = p
+		}
+		heap1, gor1 := footprint()
+		if path := os.Getenv("PODGATE_HEAP_PROFILE"); path != "" {
+			writeHeapProfile(b, path)
+		}
+		b.ReportMetric(float64(heap1-heap0)/preparedSample/1024, "heap-KiB/stream")
+		b.ReportMetric(float64(gor1-gor0)/preparedSample, "goroutines/stream")
+		for _, p := range streams {
+			_ = p.Close()
+		}
+	}
+}
+
+// preparedSample is how many streams BenchmarkPreparedIdleCost holds.
+const preparedSample = 20
+
+// footprint is the Go heap in use after a collection, and the goroutines.
+func footprint() (uint64, int) {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse, runtime.NumGoroutine()
+}
+
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
 	}
 }

@@ -63,6 +63,8 @@ type Executor struct {
 	pods     PodClient
 	log      *slog.Logger
 	spdyOnly bool
+	// ws opens podgate's own exec WebSockets; see wsconn.go.
+	ws *wsDialer
 
 	// execWSRefused and forwardWSRefused are set once the API server
 	// answered a WebSocket upgrade for exec or port forwarding in a way that
@@ -102,7 +104,11 @@ func NewExecutor(cfg *rest.Config, pods PodClient, log *slog.Logger, opts ...Opt
 	if _, err := remotecommand.NewSPDYExecutor(cfg, "POST", &url.URL{}); err != nil {
 		return nil, fmt.Errorf("creating executor: %w", err)
 	}
-	e := &Executor{cfg: cfg, pods: pods, log: log}
+	ws, err := newWSDialer(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating executor: %w", err)
+	}
+	e := &Executor{cfg: cfg, pods: pods, log: log, ws: ws}
 	for _, o := range opts {
 		o(e)
 	}
@@ -144,16 +150,38 @@ func (e *Executor) Exec(ctx context.Context, pod scheduler.PodRef, cmd scheduler
 	return s.run(ctx, cmd, spec)
 }
 
-// remoteExecutor builds the client-go executor for one exec of argv. A new
-// one is needed per stream: the WebSocket executor keeps per-connection
-// state and must not be reused. stdin must match whether the caller passes
-// a Stdin in its StreamOptions: over SPDY the kubelet waits for every
-// stream the request announced.
-func (e *Executor) remoteExecutor(pod scheduler.PodRef, argv []string, tty, stdin bool) (remotecommand.Executor, error) {
+// openExec opens the exec connection that runs argv: podgate's own
+// WebSocket client (wsconn.go), or client-go's SPDY executor once the API
+// server has shown it cannot speak WebSocket exec (see shouldFallback). The
+// connection outlives ctx, which bounds only its opening.
+func (e *Executor) openExec(ctx context.Context, pod scheduler.PodRef, argv []string, tty bool) (execConn, error) {
 	if e.newStream != nil {
-		return e.newStream(pod, argv, tty, stdin)
+		ex, err := e.newStream(pod, argv, tty, true)
+		if err != nil {
+			return nil, err
+		}
+		return newSPDYConn(ex, tty), nil
 	}
-	u := e.pods.RESTClient().Post().
+	u := e.execURL(pod, argv, tty, true)
+	if !e.spdyOnly && !e.execWSRefused.Load() {
+		c, err := e.ws.dial(ctx, u)
+		if err == nil {
+			return c, nil
+		}
+		if !e.shouldFallback(err, &e.execWSRefused, "exec") {
+			return nil, err
+		}
+	}
+	spdy, err := remotecommand.NewSPDYExecutor(e.cfg, "POST", u)
+	if err != nil {
+		return nil, fmt.Errorf("creating SPDY executor: %w", err)
+	}
+	return newSPDYConn(spdy, tty), nil
+}
+
+// execURL is the pods/exec URL for argv.
+func (e *Executor) execURL(pod scheduler.PodRef, argv []string, tty, stdin bool) *url.URL {
+	return e.pods.RESTClient().Post().
 		Namespace(pod.Namespace).Resource("pods").Name(pod.Name).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{
 			Container: pod.Container,
@@ -163,6 +191,18 @@ func (e *Executor) remoteExecutor(pod scheduler.PodRef, argv []string, tty, stdi
 			Stderr:    !tty,
 			TTY:       tty,
 		}, scheme.ParameterCodec).URL()
+}
+
+// remoteExecutor builds a client-go executor for one short exec of argv,
+// such as a signal's delivery. A new one is needed per stream: the
+// WebSocket executor keeps per-connection state and must not be reused.
+// stdin must match whether the caller passes a Stdin in its StreamOptions:
+// over SPDY the kubelet waits for every stream the request announced.
+func (e *Executor) remoteExecutor(pod scheduler.PodRef, argv []string, tty, stdin bool) (remotecommand.Executor, error) {
+	if e.newStream != nil {
+		return e.newStream(pod, argv, tty, stdin)
+	}
+	u := e.execURL(pod, argv, tty, stdin)
 	spdyExec, err := remotecommand.NewSPDYExecutor(e.cfg, "POST", u)
 	if err != nil {
 		return nil, fmt.Errorf("creating SPDY executor: %w", err)

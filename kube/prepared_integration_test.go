@@ -173,7 +173,7 @@ func preparedSuite(t *testing.T, e *Executor, pod scheduler.PodRef) {
 	t.Run("DeadIdleStreamFallsBack", func(t *testing.T) {
 		ctx := testContext(t)
 		p := prepare(t, ctx, e, pod, false)
-		p.cancel() // as if the kubelet had dropped the idle stream
+		p.conn.abort() // as if the kubelet had dropped the idle stream
 		<-p.done
 		var out bytes.Buffer
 		st, err := p.Run(ctx, scheduler.Command{Argv: []string{"echo", "fresh"}, Stdout: &out})

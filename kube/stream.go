@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/podgate/podgate/scheduler"
@@ -31,12 +30,13 @@ const (
 // command, or the stream behind a fresh Exec. It implements
 // scheduler.Prepared.
 //
-// Goroutines: one runs the client-go stream for the stream's whole life and
-// closes done when it ends. A stdin feeder writes the hello, then waits for
-// Run (or Close) to hand it the spec and the user's stdin; it ends with the
-// stream, or, once copying the user's stdin, when that stdin ends (a Read
-// cannot be interrupted, so Run does not wait for it). Run adds resize and
-// signal forwarders, which end with the stream and which Run waits for.
+// Goroutines: one serves the connection (execConn) for the stream's whole
+// life and closes done when it ends; that is all an idle prepared stream
+// holds. The hello and the spec are written directly. Run adds a copier of
+// the user's stdin, which ends with the stream or, once copying, when that
+// stdin ends (a Read cannot be interrupted, so Run does not wait for it),
+// and resize and signal forwarders, which end with the stream and which Run
+// waits for.
 //
 // Stdin EOF: on a plain stream the user's EOF is passed on (WebSocket v5 and
 // SPDY both carry the half-close). On a terminal it is not: containerd
@@ -48,59 +48,65 @@ type execStream struct {
 	tty bool
 	log *slog.Logger
 
-	cancel context.CancelFunc // tears the connection down
-	done   chan struct{}      // closed when the client-go stream has returned
-	result error              // the stream's outcome; written before done is closed
-
-	stdinR *io.PipeReader // read by client-go's stdin copier
-	stdinW *io.PipeWriter // written only by the feeder
-	feed   chan stdinFeed // to the feeder; capacity 1, sent to at most once
+	conn   execConn
+	done   chan struct{} // closed when serve has returned
+	result error         // the stream's outcome; written before done is closed
 	stdout *markerWriter
-	stderr *gate      // nil for a terminal, whose streams are merged
-	sizes  *sizeQueue // nil without a terminal
+	stderr *gate // nil for a terminal, whose streams are merged
 
 	mu    sync.Mutex // mu protects state
 	state streamState
 }
 
-// start opens an exec stream running the wrapper. With waitReady it returns
-// only after the wrapper's ready line has arrived, so the stream is proven
-// open and, for a terminal, in raw mode.
+// execConn is one exec connection: podgate's own WebSocket client
+// (wsconn.go), or client-go's SPDY executor (spdyconn.go) where the API
+// server has no WebSocket exec.
+type execConn interface {
+	// serve runs until the exec ends, passing the command's output to
+	// stdout and stderr (nil for a terminal), and returns its outcome:
+	// nil, a utilexec.ExitError, or why the stream failed.
+	serve(stdout, stderr io.Writer) error
+	// writeStdin sends bytes to the command's stdin, in order.
+	writeStdin(p []byte) error
+	// closeStdin half-closes the command's stdin.
+	closeStdin() error
+	// resize sets the terminal's size.
+	resize(size scheduler.WindowSize) error
+	// abort tears the connection down; serve then returns.
+	abort()
+}
+
+// start opens an exec stream running the wrapper and writes its hello.
+// With waitReady it returns only after the wrapper's ready line has
+// arrived, so the stream is proven open and, for a terminal, in raw mode.
 func (e *Executor) start(ctx context.Context, pod scheduler.PodRef, tty, waitReady bool) (*execStream, error) {
 	pod, err := e.resolveContainer(ctx, pod)
 	if err != nil {
 		return nil, err
 	}
-	ex, err := e.remoteExecutor(pod, wrapperArgv(tty), tty, true)
-	if err != nil {
-		return nil, fmt.Errorf("opening exec stream in pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
 	// The stream outlives ctx (a prepared stream waits in a pool); ctx
-	// bounds only the wait below.
-	streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stdinR, stdinW := io.Pipe()
+	// bounds only its opening and the wait below.
+	conn, err := e.openExec(ctx, pod, wrapperArgv(tty), tty)
+	if err != nil {
+		return nil, e.streamError(pod, "opening exec stream", err)
+	}
 	s := &execStream{
 		e:      e,
 		pod:    pod,
 		tty:    tty,
 		log:    e.log.With("pod", pod.Namespace+"/"+pod.Name, "container", pod.Container),
-		cancel: cancel,
+		conn:   conn,
 		done:   make(chan struct{}),
-		stdinR: stdinR,
-		stdinW: stdinW,
-		feed:   make(chan stdinFeed, 1),
 		stdout: &markerWriter{out: &gate{}, ready: make(chan struct{})},
 	}
-	opts := remotecommand.StreamOptions{Stdin: stdinR, Stdout: s.stdout, Tty: tty}
-	if tty {
-		s.sizes = &sizeQueue{ch: make(chan remotecommand.TerminalSize, 1), done: s.done}
-		opts.TerminalSizeQueue = s.sizes
-	} else {
+	if !tty {
 		s.stderr = &gate{}
-		opts.Stderr = s.stderr
 	}
-	go s.stream(streamCtx, ex, opts)
-	go s.feedStdin()
+	go s.stream()
+	if err := conn.writeStdin([]byte(helloLine)); err != nil {
+		<-s.done
+		return nil, e.streamError(pod, "starting exec wrapper", s.startFailure())
+	}
 	if !waitReady {
 		return s, nil
 	}
@@ -108,7 +114,6 @@ func (e *Executor) start(ctx context.Context, pod scheduler.PodRef, tty, waitRea
 	case <-s.stdout.ready:
 		return s, nil
 	case <-s.done:
-		cancel()
 		return nil, e.streamError(pod, "starting exec wrapper", s.startFailure())
 	case <-ctx.Done():
 		// The caller has gone. The wrapper is told to exit, and the stream
@@ -123,19 +128,18 @@ func (e *Executor) start(ctx context.Context, pod scheduler.PodRef, tty, waitRea
 
 // teardown cancels the stream once that is safe, and waits for its end.
 //
-// client-go's WebSocket executor leaks its goroutines (the stream
-// handler, its stdin, stdout, stderr and error-stream copiers) when its
-// context is cancelled in the instant between the upgrade and the start of
-// its read loop: the loop then fails to set its first read deadline on the
-// closed connection and returns without closing its stream pipes. A cancel
-// that arrives while the upgrade is in flight lands exactly there, because
-// the upgrade does not abort on it. So a stream is cancelled only once its
-// ready line has arrived, which proves the read loop runs, or once it has
-// ended by itself; one that shows neither within closeTimeout is cancelled
-// regardless, its upgrade being long over or hung by then. A command that
-// started meanwhile gets SIGHUP first, as a closing terminal would send.
-// shutdown, for a stream whose spec has not been sent, follows the same
-// rule by waiting closeTimeout before it cancels.
+// client-go's executors, which serve the SPDY fallback (spdyConn), dial
+// inside their stream call, and client-go's WebSocket executor was seen to
+// leak its goroutines when cancelled in the instant between the upgrade and
+// the start of its read loop, because the upgrade does not abort on a
+// cancel. podgate's own WebSocket client dials before its read loop starts,
+// but the rule is kept for every connection: a stream is cancelled only
+// once its ready line has arrived, which proves the read loop runs, or once
+// it has ended by itself; one that shows neither within closeTimeout is
+// cancelled regardless, its upgrade being long over or hung by then. A
+// command that started meanwhile gets SIGHUP first, as a closing terminal
+// would send. shutdown, for a stream whose spec has not been sent, follows
+// the same rule by waiting closeTimeout before it cancels.
 func (s *execStream) teardown() {
 	timer := time.NewTimer(closeTimeout)
 	defer timer.Stop()
@@ -145,15 +149,17 @@ func (s *execStream) teardown() {
 	case <-s.done:
 	case <-timer.C:
 	}
-	s.cancel()
+	s.conn.abort()
 	<-s.done
 }
 
-// stream runs the client-go stream to its end.
-func (s *execStream) stream(ctx context.Context, ex remotecommand.Executor, opts remotecommand.StreamOptions) {
-	s.result = ex.StreamWithContext(ctx, opts)
-	// Unblock anyone still writing the spec or the user's stdin.
-	s.stdinR.CloseWithError(errStreamEnded)
+// stream serves the connection to its end.
+func (s *execStream) stream() {
+	var stderr io.Writer
+	if s.stderr != nil {
+		stderr = s.stderr
+	}
+	s.result = s.conn.serve(s.stdout, stderr)
 	close(s.done)
 }
 
@@ -211,7 +217,6 @@ func (s *execStream) Run(ctx context.Context, cmd scheduler.Command) (scheduler.
 	}
 	select {
 	case <-s.done:
-		s.cancel()
 		s.log.Info("prepared exec stream ended while idle; using a fresh one", "err", s.result)
 		return s.e.Exec(ctx, s.pod, cmd)
 	default:
@@ -221,7 +226,7 @@ func (s *execStream) Run(ctx context.Context, cmd scheduler.Command) (scheduler.
 
 // run sends spec, splices the command's streams and waits for its exit.
 func (s *execStream) run(ctx context.Context, cmd scheduler.Command, spec []byte) (scheduler.ExitStatus, error) {
-	defer s.cancel()
+	defer s.conn.abort()
 	// Attach the outputs before the spec leaves: the command may write as
 	// soon as the wrapper has read it.
 	s.stdout.out.attach(cmd.Stdout)
@@ -229,9 +234,14 @@ func (s *execStream) run(ctx context.Context, cmd scheduler.Command, spec []byte
 		s.stderr.attach(cmd.Stderr)
 	}
 	if s.tty {
-		s.sizes.push(cmd.Pty.Size)
+		// The runtime sets the terminal's size: no stty in the pod.
+		if err := s.conn.resize(cmd.Pty.Size); err != nil {
+			s.log.Debug("sizing the terminal", "err", err)
+		}
 	}
-	s.feed <- stdinFeed{spec: spec, stdin: cmd.Stdin}
+	if err := s.conn.writeStdin(spec); err == nil {
+		go s.copyStdin(cmd.Stdin)
+	}
 
 	// sent records the signal numbers podgate delivered; only the signal
 	// forwarder writes it, and it is read after wg.Wait.
@@ -254,8 +264,8 @@ func (s *execStream) run(ctx context.Context, cmd scheduler.Command, spec []byte
 	}
 	stopForwarding()
 	wg.Wait()
-	// A client-go copy still in flight after a cancellation must not reach
-	// the user's writers once Run has returned.
+	// A copy still in flight after a cancellation must not reach the
+	// user's writers once Run has returned.
 	s.stdout.out.detach()
 	if s.stderr != nil {
 		s.stderr.detach()
@@ -266,38 +276,28 @@ func (s *execStream) run(ctx context.Context, cmd scheduler.Command, spec []byte
 	return s.e.exitStatus(s.pod, s.result, sent)
 }
 
-// stdinFeed is what the feeder writes after the hello: a spec, then,
-// optionally, the user's stdin.
-type stdinFeed struct {
-	spec  []byte
-	stdin io.Reader
-}
-
-// feedStdin is the only writer of the stream's stdin: the hello, then the
-// spec and the user's stdin once Run sends them. On a plain stream it then
-// closes stdin so the command sees EOF; on a terminal it leaves it open
-// (see execStream).
-func (s *execStream) feedStdin() {
-	if _, err := s.stdinW.Write([]byte(helloLine)); err != nil {
-		return // the stream ended; whoever waits on done reports why
-	}
-	var f stdinFeed
-	select {
-	case f = <-s.feed:
-	case <-s.done:
-		return
-	}
-	if _, err := s.stdinW.Write(f.spec); err != nil {
-		return
-	}
-	if f.stdin != nil {
-		if _, err := io.Copy(s.stdinW, f.stdin); err != nil && !errors.Is(err, errStreamEnded) {
+// copyStdin copies the user's stdin to the command until either ends. On a
+// plain stream it then closes stdin so the command sees EOF; on a terminal
+// it leaves it open (see execStream).
+func (s *execStream) copyStdin(stdin io.Reader) {
+	if stdin != nil {
+		if _, err := io.Copy(stdinWriter{s.conn}, stdin); err != nil && !errors.Is(err, errStreamEnded) {
 			s.log.Debug("copying stdin to pod", "err", err)
 		}
 	}
 	if !s.tty {
-		s.stdinW.Close()
+		_ = s.conn.closeStdin()
 	}
+}
+
+// stdinWriter writes to a connection's stdin.
+type stdinWriter struct{ c execConn }
+
+func (w stdinWriter) Write(p []byte) (int, error) {
+	if err := w.c.writeStdin(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // forwardResizes passes window changes to the terminal until the stream or
@@ -313,7 +313,9 @@ func (s *execStream) forwardResizes(ctx context.Context, resize <-chan scheduler
 			if !ok {
 				return
 			}
-			s.sizes.push(size)
+			if err := s.conn.resize(size); err != nil {
+				return
+			}
 		}
 	}
 }
@@ -403,20 +405,20 @@ func (s *execStream) Close() error {
 	return nil
 }
 
-// shutdown hands the feeder the exit spec, then waits for the stream to
-// end; after closeTimeout it tears the connection down regardless. The
-// exit spec, rather than stdin EOF, is what ends the wrapper, because EOF
-// cannot be sent to a terminal (see execStream).
+// shutdown writes the exit spec, then waits for the stream to end; after
+// closeTimeout it tears the connection down regardless. The exit spec,
+// rather than stdin EOF, is what ends the wrapper, because EOF cannot be
+// sent to a terminal (see execStream).
 func (s *execStream) shutdown() {
-	defer s.cancel()
-	s.feed <- stdinFeed{spec: []byte(exitSpec)}
+	defer s.conn.abort()
+	_ = s.conn.writeStdin([]byte(exitSpec))
 	timer := time.NewTimer(closeTimeout)
 	defer timer.Stop()
 	select {
 	case <-s.done:
 	case <-timer.C:
 		s.log.Warn("exec wrapper did not exit when closed; tearing its stream down")
-		s.cancel()
+		s.conn.abort()
 		<-s.done
 	}
 }
