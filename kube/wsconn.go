@@ -199,22 +199,17 @@ func (c *wsConn) heartbeat() {
 func (c *wsConn) serve(stdout, stderr io.Writer) error {
 	defer c.abort()
 	var (
-		status   error
-		ended    bool
-		bufp     = (*[]byte)(nil)
-		copyWith = func(w io.Writer, r io.Reader) error {
-			if bufp == nil {
-				bufp = c.buffers.Get().(*[]byte)
-			}
-			_, err := io.CopyBuffer(w, r, *bufp)
-			return err
-		}
+		status error
+		ended  bool
 	)
-	defer func() {
-		if bufp != nil {
-			c.buffers.Put(bufp)
-		}
-	}()
+	// Each message borrows a copy buffer and gives it back, so that a
+	// stream waiting between messages holds none.
+	copyWith := func(w io.Writer, r io.Reader) error {
+		bufp := c.buffers.Get().(*[]byte)
+		defer c.buffers.Put(bufp)
+		_, err := io.CopyBuffer(w, r, *bufp)
+		return err
+	}
 	var id [1]byte
 	for {
 		typ, r, err := c.conn.NextReader()
