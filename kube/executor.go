@@ -134,10 +134,10 @@ func (e *Executor) Prepare(ctx context.Context, pod scheduler.PodRef, tty bool) 
 // Exec runs cmd over a fresh exec stream, through the same wrapper as a
 // prepared one, so signals and exit statuses behave identically. Without a
 // terminal the spec is sent without waiting for the wrapper's ready line,
-// saving a round trip; with one it must wait, because the wrapper has to
-// put the terminal in raw mode before the spec arrives.
+// saving a round trip; with one it must wait, because the spec depends on
+// the terminal's settings, which the ready line reports.
 func (e *Executor) Exec(ctx context.Context, pod scheduler.PodRef, cmd scheduler.Command) (scheduler.ExitStatus, error) {
-	spec, err := encodeSpec(cmd.Argv, cmd.Env, cmd.Pty)
+	spec, err := encodeSpec(cmd.Argv, cmd.Env, cmd.Pty, nil)
 	if err != nil {
 		return scheduler.ExitStatus{}, fmt.Errorf("exec in pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
@@ -147,6 +147,12 @@ func (e *Executor) Exec(ctx context.Context, pod scheduler.PodRef, cmd scheduler
 		return scheduler.ExitStatus{}, err
 	}
 	s.claim()
+	if tty {
+		if spec, err = encodeSpec(cmd.Argv, cmd.Env, cmd.Pty, s.stdout.readyTerm()); err != nil {
+			s.shutdown()
+			return scheduler.ExitStatus{}, fmt.Errorf("exec in pod %s/%s: %w", pod.Namespace, pod.Name, err)
+		}
+	}
 	return s.run(ctx, cmd, spec)
 }
 

@@ -99,7 +99,9 @@ func (e *Executor) start(ctx context.Context, pod scheduler.PodRef, tty, waitRea
 		done:   make(chan struct{}),
 		stdout: &markerWriter{out: &gate{}, ready: make(chan struct{})},
 	}
-	if !tty {
+	if tty {
+		s.stdout.started = make(chan struct{})
+	} else {
 		s.stderr = &gate{}
 	}
 	go s.stream()
@@ -174,8 +176,6 @@ func (s *execStream) startFailure() error {
 	switch {
 	case s.result == nil:
 		return fmt.Errorf("wrapper exited before it was ready; output %q", output)
-	case errors.As(s.result, &exitErr) && exitErr.ExitStatus() == 126:
-		return fmt.Errorf("wrapper could not set up the terminal (is stty installed?): %w; output %q", s.result, output)
 	case errors.As(s.result, &exitErr):
 		return fmt.Errorf("wrapper exited before it was ready: %w; output %q", s.result, output)
 	default:
@@ -210,7 +210,7 @@ func (s *execStream) Run(ctx context.Context, cmd scheduler.Command) (scheduler.
 	if !s.claim() {
 		return scheduler.ExitStatus{}, errors.New("running in prepared stream: stream already used or closed")
 	}
-	spec, err := encodeSpec(cmd.Argv, cmd.Env, cmd.Pty)
+	spec, err := encodeSpec(cmd.Argv, cmd.Env, cmd.Pty, s.stdout.readyTerm())
 	if err != nil {
 		s.shutdown()
 		return scheduler.ExitStatus{}, fmt.Errorf("running in pod %s/%s: %w", s.pod.Namespace, s.pod.Name, err)
@@ -277,9 +277,18 @@ func (s *execStream) run(ctx context.Context, cmd scheduler.Command, spec []byte
 }
 
 // copyStdin copies the user's stdin to the command until either ends. On a
-// plain stream it then closes stdin so the command sees EOF; on a terminal
-// it leaves it open (see execStream).
+// terminal it starts once the wrapper has read its spec (the go line), so
+// that nothing the user types meets the line discipline before the command
+// runs, and it leaves stdin open at the end (see execStream); on a plain
+// stream it starts at once and then closes stdin so the command sees EOF.
 func (s *execStream) copyStdin(stdin io.Reader) {
+	if s.tty {
+		select {
+		case <-s.stdout.started:
+		case <-s.done:
+			return
+		}
+	}
 	if stdin != nil {
 		if _, err := io.Copy(stdinWriter{s.conn}, stdin); err != nil && !errors.Is(err, errStreamEnded) {
 			s.log.Debug("copying stdin to pod", "err", err)

@@ -14,33 +14,49 @@ import (
 
 // The plumbing between client-go's stream copies and the user's writers.
 
-// markerWriter receives the exec's stdout. It consumes everything up to and
-// including the wrapper's ready line, publishes the PID from it, and passes
-// the rest to out. client-go writes from a single goroutine.
+// markerWriter receives the exec's stdout. It consumes everything up to
+// and including the wrapper's ready line, publishes the PID and terminal
+// settings from it, and, on a terminal, also drops everything up to and
+// including the go line (the echo of the spec; see wrapper.go); it passes
+// the rest to out. client-go, or the stream's read loop, writes from a
+// single goroutine.
 type markerWriter struct {
 	out   *gate
 	ready chan struct{} // closed once the ready line has been seen
+	// started is closed once the go line has been seen; nil on a plain
+	// stream, which has none.
+	started chan struct{}
 
 	mu      sync.Mutex // mu protects the following
-	found   bool
+	stage   markerStage
 	pid     int
-	pending []byte        // unscanned bytes that may hold the ready line
-	noise   limitedBuffer // what the wrapper printed before it, for errors
+	term    *termState
+	pending []byte        // unscanned bytes that may hold a marker line
+	noise   limitedBuffer // what the wrapper printed before the ready line, for errors
 }
 
-// maxPending bounds the bytes searched for the ready line.
+// markerStage is how far markerWriter has read.
+type markerStage int
+
+const (
+	beforeReady markerStage = iota // dropping up to the ready line
+	beforeGo                       // dropping the spec's echo up to the go line
+	passing                        // forwarding the command's output
+)
+
+// maxPending bounds the bytes searched for a marker line.
 const maxPending = 4096
 
 func (m *markerWriter) Write(p []byte) (int, error) {
 	m.mu.Lock()
-	if m.found {
+	if m.stage == passing {
 		m.mu.Unlock()
 		return m.out.Write(p)
 	}
 	m.pending = append(m.pending, p...)
-	rest, found := m.scanLocked()
+	rest := m.scanLocked()
 	m.mu.Unlock()
-	if found && len(rest) > 0 {
+	if len(rest) > 0 {
 		if _, err := m.out.Write(rest); err != nil {
 			return len(p), err
 		}
@@ -48,37 +64,71 @@ func (m *markerWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// scanLocked looks for a complete ready line in pending. When it finds one
-// it records the PID, closes ready, and returns the bytes after the line.
-func (m *markerWriter) scanLocked() ([]byte, bool) {
-	i := bytes.Index(m.pending, []byte(readyPrefix))
+// scanLocked moves through the stages as far as pending allows, and returns
+// the bytes to forward.
+func (m *markerWriter) scanLocked() []byte {
+	if m.stage == beforeReady {
+		line, ok := m.takeLineLocked(readyPrefix, true)
+		if !ok {
+			return nil
+		}
+		pidText, termText, _ := strings.Cut(line, " ")
+		if pid, err := strconv.Atoi(pidText); err == nil && pid > 0 {
+			m.pid = pid // else signals cannot be delivered; the ready line is still honoured
+		}
+		if ts, ok := parseTermState(termText); ok {
+			m.term = &ts
+		}
+		m.stage = passing
+		if m.started != nil {
+			m.stage = beforeGo
+		}
+		close(m.ready)
+	}
+	if m.stage == beforeGo {
+		if _, ok := m.takeLineLocked(goLine, false); !ok {
+			return nil
+		}
+		m.stage = passing
+		close(m.started)
+	}
+	rest := m.pending
+	m.pending = nil
+	return rest
+}
+
+// takeLineLocked looks for a complete line starting with prefix in pending.
+// When it finds one it drops pending up to the line's end and returns the
+// rest of the line after prefix. Bytes that cannot start the line are
+// dropped (into noise, when keep is set).
+func (m *markerWriter) takeLineLocked(prefix string, keep bool) (string, bool) {
+	drop := func(b []byte) {
+		if keep {
+			m.noise.Write(b)
+		}
+	}
+	i := bytes.Index(m.pending, []byte(prefix))
 	if i < 0 {
 		// Keep a tail that may be the start of a prefix split across writes.
-		if keep := len(readyPrefix) - 1; len(m.pending) > keep {
-			cut := len(m.pending) - keep
-			m.noise.Write(m.pending[:cut])
+		if tail := len(prefix) - 1; len(m.pending) > tail {
+			cut := len(m.pending) - tail
+			drop(m.pending[:cut])
 			m.pending = append([]byte(nil), m.pending[cut:]...)
 		}
-		return nil, false
+		return "", false
 	}
 	j := bytes.IndexByte(m.pending[i:], '\n')
 	if j < 0 {
 		if len(m.pending) > maxPending {
-			m.noise.Write(m.pending)
+			drop(m.pending)
 			m.pending = nil
 		}
-		return nil, false
+		return "", false
 	}
-	m.noise.Write(m.pending[:i])
-	line := strings.TrimSuffix(string(m.pending[i+len(readyPrefix):i+j]), "\r")
-	if pid, err := strconv.Atoi(line); err == nil && pid > 0 {
-		m.pid = pid // else signals cannot be delivered; the ready line is still honoured
-	}
-	rest := m.pending[i+j+1:]
-	m.pending = nil
-	m.found = true
-	close(m.ready)
-	return rest, true
+	drop(m.pending[:i])
+	line := strings.TrimSuffix(string(m.pending[i+len(prefix):i+j]), "\r")
+	m.pending = m.pending[i+j+1:]
+	return line, true
 }
 
 // readyPID returns the PID from the ready line, 0 if it had none.
@@ -86,6 +136,14 @@ func (m *markerWriter) readyPID() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.pid
+}
+
+// readyTerm returns the terminal settings from the ready line, nil if it
+// had none.
+func (m *markerWriter) readyTerm() *termState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.term
 }
 
 // noiseString returns what the wrapper printed before its ready line.

@@ -7,47 +7,76 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/podgate/podgate/scheduler"
 )
 
 // The pod-side wrapper.
 //
 // Every exec podgate opens runs the same small POSIX sh program (it must work
-// with dash, bash and BusyBox ash, and uses only sh builtins plus stty). It
+// with dash, bash and BusyBox ash, and uses only sh builtins, plus stty, tty
+// and id -un before the hello: while a stream is prepared, before any user
+// is waiting). It
 //
-//  1. for a terminal, saves the terminal settings (stty -g) and switches to
-//     raw, no-echo mode, so the spec that follows is neither echoed nor
-//     interpreted by the line discipline (no ^C, no CR/NL mapping);
+//  1. for a terminal, sets iutf8 (as UTF-8 client terminals have it),
+//     records the terminal's settings with `stty -g`, looks up the
+//     terminal's device, and defines a variable per control character
+//     (podgate_c1 ... podgate_c31, podgate_c127) with one printf; for every
+//     stream, it looks up the pod's account (see Environment below). These
+//     are the wrapper's only forks. The terminal stays in its normal
+//     (cooked) mode;
 //  2. waits for a hello line on stdin, then prints the ready line
-//     "PODGATE-READY <pid>\n", which tells podgate that the stream is open
-//     and which PID the command will have (sh's exec keeps the PID). The
-//     hello closes a race in client-go's WebSocket executor, which starts
-//     reading the connection before it has registered its streams and drops
-//     any output that arrives in between: client-go sends stdin only after
-//     every stream exists, so output that follows the hello is never lost;
+//     "PODGATE-READY <pid> [<stty -g>]\n", which tells podgate that the stream
+//     is open, which PID the command will have (sh's exec keeps the PID)
+//     and, for a terminal, its settings. The hello closes a race in
+//     client-go's WebSocket executor (SPDY streams still go through
+//     client-go), which starts reading the connection before it has
+//     registered its streams and drops any output that arrives in between:
+//     client-go sends stdin only after every stream exists, so output that
+//     follows the hello is never lost;
 //  3. reads the spec: a decimal line count N on a line of its own, then N
 //     lines of sh that podgate generated, using only the read builtin. read
 //     consumes a pipe or terminal one byte at a time, so the user's stdin
-//     that podgate splices in right after the spec is never swallowed (this
-//     is why the framing is not "head -c N": BusyBox head reads through
-//     stdio and over-reads);
-//  4. evals the spec, whose last word is exec, so the user's command
+//     that podgate splices in right after the spec on a plain stream is never
+//     swallowed (this is why the framing is not "head -c N": BusyBox head
+//     reads through stdio and over-reads). Each byte is one read(2) from a
+//     buffer already filled: the read costs well under a millisecond;
+//  4. on a terminal, prints the go line "\037PODGATE-GO\n": the terminal
+//     echoed the spec, and podgate drops the output up to this line, which an
+//     echo cannot contain (an echoed control character is shown as ^X);
+//     podgate starts copying the user's stdin only once it has seen it, so
+//     nothing the user types reaches the line discipline while the wrapper
+//     reads;
+//  5. evals the spec, whose last word is exec, so the user's command
 //     replaces the shell and its exit status is the command's own.
 //
-// Before the hello (so, for a prepared stream, before any user arrives)
-// the wrapper also looks up what sshd would put in a login's environment
-// and podgate cannot know from outside: the name of the account the pod
-// runs as (id -un) and, for a terminal, the terminal's device (tty). The
-// spec exports them as USER and LOGNAME, and SSH_TTY, after the caller's
-// variables, so they always describe the pod as the command sees it; when
-// the pod's uid has no name the caller's USER and LOGNAME stand.
+// Environment. Before the hello (so, for a prepared stream, before any
+// user arrives) the wrapper also looks up what sshd would put in a login's
+// environment and podgate cannot know from outside: the name of the
+// account the pod runs as (id -un) and, for a terminal, the terminal's
+// device (tty). These forks, like step 1's, happen while the stream is
+// prepared. The spec exports them as USER and LOGNAME, and SSH_TTY, after
+// the caller's variables, so they always describe the pod as the command
+// sees it; when the pod's uid has no name the caller's USER and LOGNAME
+// stand.
 //
-// The spec quotes every argument and every environment value in single
-// quotes, so the user's command is only ever one argv element and arbitrary
-// bytes (quotes, newlines, $(...), control characters) stay inert. NUL cannot
-// be represented in an argv or environment and is rejected.
+// Quoting. The spec quotes every argument and every environment value in
+// double quotes, with $ ` " and \ escaped, so the user's command is only
+// ever one argv element and arbitrary bytes (quotes, newlines, $(...),
+// control characters) stay inert. NUL cannot be represented in an argv or
+// environment and is rejected. No physical line is longer than
+// maxSpecLine: a longer one is split by a backslash-newline, which the shell
+// removes, between two words or inside a quoted word.
+//
+// Terminals. A terminal in its normal mode interprets what it reads: ^C
+// interrupts, ^U erases the line, ^S stops the output (even ahead of the
+// line discipline, when its buffer is full), and a line holds at most 4095
+// bytes. A terminal spec therefore holds no control character but its line
+// ends: one in a value is written as the variable the wrapper defined for
+// it (${podgate_c3} for ^C, ${podgate_c10} for a newline), which expands to
+// the byte inside the double quotes; and the short lines keep within the
+// limit. The terminal's size comes with the stream's resize message, and
+// the client's modes are applied by one stty only where they differ from
+// the settings the ready line reported (ttymodes.go).
 //
 // Locale: bash (which is /bin/sh on some distributions) decodes multibyte
 // characters in read and in its parser, and in a UTF-8 locale an invalid
@@ -60,23 +89,28 @@ import (
 // readyPrefix starts the line the wrapper prints once it waits for its spec.
 const readyPrefix = "PODGATE-READY "
 
+// goLine is the line a terminal wrapper prints once it has read its spec.
+const goLine = "\x1fPODGATE-GO"
+
 // wrapperScript is the program described above. $1 is "tty" or "plain".
-// Exit codes of its own: 125 for a malformed spec, 126 when the terminal
-// cannot be set up, 0 when its stdin ends before a spec arrives (an unused
-// stream being closed).
+// Exit codes of its own: 125 for a malformed spec, 0 when its stdin ends
+// before a spec arrives (an unused stream being closed).
 //
 // The wrapper never prints before it has read the hello, and nothing of its
-// own after the ready line: everything after that line is the command's.
+// own after the ready line (and, on a terminal, the go line): everything
+// after that is the command's.
 const wrapperScript = `podgate_lcset=${LC_ALL+1}
 podgate_lc=${LC_ALL-}
 LC_ALL=C
+podgate_tty=
 if [ "$1" = tty ]; then
-podgate_tty=$(stty -g) && stty raw -echo -iexten || exit 126
+podgate_tty=$(stty iutf8 2>/dev/null; stty -g 2>/dev/null)
 podgate_ttyname=$(tty 2>/dev/null) || podgate_ttyname=
+eval "$(printf "` + controlVars + `")"
 fi
 podgate_account=$(id -un 2>/dev/null) || podgate_account=
 IFS= read -r podgate_hello || exit 0
-printf '%s%s\n' '` + readyPrefix + `' "$$"
+printf '%s%s %s\n' '` + readyPrefix + `' "$$" "$podgate_tty"
 IFS= read -r podgate_n || exit 0
 case $podgate_n in ''|*[!0-9]*) exit 125;; esac
 podgate_spec=
@@ -86,9 +120,22 @@ podgate_spec="$podgate_spec$podgate_line
 "
 podgate_n=$((podgate_n - 1))
 done
+if [ "$1" = tty ]; then printf '\037PODGATE-GO\n'; fi
 eval "$podgate_spec"
 exit 125
 `
+
+// controlVars is the printf format that defines the control characters'
+// variables: podgate_c1='\001';podgate_c2='\002';... (printf turns each
+// octal escape into its byte).
+const controlVars = "podgate_c1='\\001';podgate_c2='\\002';podgate_c3='\\003';podgate_c4='\\004';" +
+	"podgate_c5='\\005';podgate_c6='\\006';podgate_c7='\\007';podgate_c8='\\010';" +
+	"podgate_c9='\\011';podgate_c10='\\012';podgate_c11='\\013';podgate_c12='\\014';" +
+	"podgate_c13='\\015';podgate_c14='\\016';podgate_c15='\\017';podgate_c16='\\020';" +
+	"podgate_c17='\\021';podgate_c18='\\022';podgate_c19='\\023';podgate_c20='\\024';" +
+	"podgate_c21='\\025';podgate_c22='\\026';podgate_c23='\\027';podgate_c24='\\030';" +
+	"podgate_c25='\\031';podgate_c26='\\032';podgate_c27='\\033';podgate_c28='\\034';" +
+	"podgate_c29='\\035';podgate_c30='\\036';podgate_c31='\\037';podgate_c127='\\177'"
 
 // wrapperShell is the interpreter the wrapper runs under. Both guest images,
 // and every image podgate supports, have a POSIX shell there.
@@ -115,35 +162,45 @@ const exitSpec = "1\nexit 0\n"
 // legitimate SSH command or environment comes near this size.
 const maxSpecBytes = 256 << 10
 
+// maxSpecLine bounds a physical line of the spec, well under a terminal's
+// 4095-byte line.
+const maxSpecLine = 1024
+
 // ErrInvalidCommand is returned, wrapped with the reason, for a command that
 // cannot be passed to the pod faithfully: an empty argv, a NUL byte, an
 // invalid environment variable name, or an oversized spec.
 var ErrInvalidCommand = errors.New("invalid command")
 
 // encodeSpec renders a command as the framed spec the wrapper reads. pty is
-// nil for a plain stream; for a terminal stream the spec restores the saved
-// terminal settings, applies the requested modes and size, and exports TERM.
-func encodeSpec(argv []string, env map[string]string, pty *scheduler.Pty) ([]byte, error) {
+// nil for a plain stream; for a terminal stream, term is the terminal's
+// settings as the ready line reported them (nil: the kernel's defaults),
+// the spec applies the requested modes that differ, and exports TERM.
+func encodeSpec(argv []string, env map[string]string, pty *scheduler.Pty, term *termState) ([]byte, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("%w: empty argv", ErrInvalidCommand)
 	}
-	var b strings.Builder
+	w := &specWriter{tty: pty != nil}
 	if pty != nil {
-		// One stty call normally; if an implementation rejects one of the
-		// modes (stty applies all or nothing), retry with the size alone so
-		// the terminal is at least restored and sized.
-		size := fmt.Sprintf("rows %d cols %d", pty.Size.Rows, pty.Size.Cols)
-		fmt.Fprintf(&b, "stty \"$podgate_tty\" %s %s 2>/dev/null || stty \"$podgate_tty\" %s 2>/dev/null\n",
-			strings.Join(sttyModes(pty.Modes), " "), size, size)
+		cur := defaultTermState()
+		if term != nil {
+			cur = *term
+		}
+		if modes := sttyModes(pty.Modes, cur); len(modes) > 0 {
+			// Best effort: a mode an stty does not know costs the user
+			// that mode, never the session.
+			w.raw("stty " + strings.Join(modes, " ") + " 2>/dev/null")
+			w.newline()
+		}
 	}
 	// The final line: one list, parsed before any of it runs (see the
 	// locale note above).
-	b.WriteString(`if [ -n "$podgate_lcset" ]; then LC_ALL=$podgate_lc; else unset LC_ALL; fi`)
+	w.raw(`if [ -n "$podgate_lcset" ]; then LC_ALL=$podgate_lc; else unset LC_ALL; fi`)
 	if pty != nil && pty.Term != "" {
 		if err := checkValue("TERM", pty.Term); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(&b, "; export TERM=%s", shellQuote(pty.Term))
+		w.raw("; export TERM=")
+		w.word(pty.Term)
 	}
 	names := make([]string, 0, len(env))
 	for name := range env {
@@ -157,27 +214,88 @@ func encodeSpec(argv []string, env map[string]string, pty *scheduler.Pty) ([]byt
 		if err := checkValue(name, env[name]); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(&b, "; export %s=%s", name, shellQuote(env[name]))
+		w.raw("; export " + name + "=")
+		w.word(env[name])
 	}
-	b.WriteString(loginEnv)
+	w.raw(loginEnv)
 	if pty != nil {
-		b.WriteString(terminalEnv)
+		w.raw(terminalEnv)
 	}
-	b.WriteString("; exec")
+	w.raw("; exec")
 	for i, arg := range argv {
 		if strings.IndexByte(arg, 0) >= 0 {
 			return nil, fmt.Errorf("%w: argument %d contains NUL", ErrInvalidCommand, i)
 		}
-		b.WriteByte(' ')
-		b.WriteString(shellQuote(arg))
+		w.raw(" ")
+		w.word(arg)
 	}
-	b.WriteByte('\n')
-	body := b.String()
-	if len(body) > maxSpecBytes {
-		return nil, fmt.Errorf("%w: spec is %d bytes, limit %d", ErrInvalidCommand, len(body), maxSpecBytes)
+	w.newline()
+	if w.b.Len() > maxSpecBytes {
+		return nil, fmt.Errorf("%w: spec is %d bytes, limit %d", ErrInvalidCommand, w.b.Len(), maxSpecBytes)
 	}
-	lines := strings.Count(body, "\n")
-	return []byte(strconv.Itoa(lines) + "\n" + body), nil
+	return []byte(strconv.Itoa(w.lines) + "\n" + w.b.String()), nil
+}
+
+// specWriter builds the spec's lines, splitting none but keeping each within
+// maxSpecLine (see Quoting above).
+type specWriter struct {
+	b     strings.Builder
+	tty   bool
+	col   int // bytes on the current physical line
+	lines int // physical lines written
+}
+
+// raw writes podgate's own text, which holds no newline and is split only
+// before it.
+func (w *specWriter) raw(s string) {
+	w.fit(len(s))
+	w.b.WriteString(s)
+	w.col += len(s)
+}
+
+// word writes s as one double-quoted word.
+func (w *specWriter) word(s string) {
+	w.raw(`"`)
+	var unit [16]byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		u := unit[:0]
+		switch {
+		case w.tty && (c < 0x20 || c == 0x7f):
+			// No control byte reaches a terminal's line discipline.
+			u = append(u, "${podgate_c"+strconv.Itoa(int(c))+"}"...)
+		case c == '\n':
+			// A real line end, inside the quotes: the value keeps it.
+			w.newline()
+			continue
+		case c == '$' || c == '`' || c == '"' || c == '\\':
+			u = append(u, '\\', c)
+		default:
+			u = append(u, c)
+		}
+		w.fit(len(u))
+		w.b.Write(u)
+		w.col += len(u)
+	}
+	w.b.WriteByte('"')
+	w.col++
+}
+
+// fit starts a new physical line, joined to this one by a backslash-newline
+// the shell removes, when n more bytes would not fit.
+func (w *specWriter) fit(n int) {
+	if w.col > 0 && w.col+n > maxSpecLine {
+		w.b.WriteString("\\\n")
+		w.lines++
+		w.col = 0
+	}
+}
+
+// newline ends the current line.
+func (w *specWriter) newline() {
+	w.b.WriteByte('\n')
+	w.lines++
+	w.col = 0
 }
 
 // loginEnv and terminalEnv export what the wrapper looked up in the pod
@@ -217,151 +335,6 @@ func validEnvName(name string) bool {
 		}
 	}
 	return true
-}
-
-// sttyModes turns RFC 4254 terminal modes into stty arguments, in opcode
-// order. Only modes that both GNU coreutils and BusyBox stty accept, and
-// that mean something on a Linux pty, are mapped; speeds and character size
-// are ignored. Every argument is a fixed word or a quoted control character,
-// never client text.
-func sttyModes(modes map[uint8]uint32) []string {
-	ops := make([]uint8, 0, len(modes))
-	for op := range modes {
-		ops = append(ops, op)
-	}
-	slices.Sort(ops)
-	var args []string
-	for _, op := range ops {
-		v := modes[op]
-		if name := ttyCharName(op); name != "" {
-			args = append(args, name, shellQuote(ttyCharValue(v)))
-			continue
-		}
-		if name := ttyFlagName(op); name != "" {
-			if v == 0 {
-				name = "-" + name
-			}
-			args = append(args, name)
-		}
-	}
-	return args
-}
-
-// ttyCharName is the stty name of a special-character opcode, or "".
-func ttyCharName(op uint8) string {
-	switch op {
-	case ssh.VINTR:
-		return "intr"
-	case ssh.VQUIT:
-		return "quit"
-	case ssh.VERASE:
-		return "erase"
-	case ssh.VKILL:
-		return "kill"
-	case ssh.VEOF:
-		return "eof"
-	case ssh.VEOL:
-		return "eol"
-	case ssh.VEOL2:
-		return "eol2"
-	case ssh.VSTART:
-		return "start"
-	case ssh.VSTOP:
-		return "stop"
-	case ssh.VSUSP:
-		return "susp"
-	case ssh.VREPRINT:
-		return "rprnt"
-	case ssh.VWERASE:
-		return "werase"
-	case ssh.VLNEXT:
-		return "lnext"
-	case ssh.VDISCARD:
-		return "discard"
-	}
-	return ""
-}
-
-// ttyFlagName is the stty name of a boolean-mode opcode, or "".
-func ttyFlagName(op uint8) string {
-	switch op {
-	case ssh.IGNPAR:
-		return "ignpar"
-	case ssh.PARMRK:
-		return "parmrk"
-	case ssh.INPCK:
-		return "inpck"
-	case ssh.ISTRIP:
-		return "istrip"
-	case ssh.INLCR:
-		return "inlcr"
-	case ssh.IGNCR:
-		return "igncr"
-	case ssh.ICRNL:
-		return "icrnl"
-	case ssh.IXON:
-		return "ixon"
-	case ssh.IXANY:
-		return "ixany"
-	case ssh.IXOFF:
-		return "ixoff"
-	case ssh.IMAXBEL:
-		return "imaxbel"
-	case ssh.IUTF8:
-		return "iutf8"
-	case ssh.ISIG:
-		return "isig"
-	case ssh.ICANON:
-		return "icanon"
-	case ssh.ECHO:
-		return "echo"
-	case ssh.ECHOE:
-		return "echoe"
-	case ssh.ECHOK:
-		return "echok"
-	case ssh.ECHONL:
-		return "echonl"
-	case ssh.NOFLSH:
-		return "noflsh"
-	case ssh.TOSTOP:
-		return "tostop"
-	case ssh.IEXTEN:
-		return "iexten"
-	case ssh.ECHOCTL:
-		return "echoctl"
-	case ssh.ECHOKE:
-		return "echoke"
-	case ssh.OPOST:
-		return "opost"
-	case ssh.ONLCR:
-		return "onlcr"
-	case ssh.OCRNL:
-		return "ocrnl"
-	case ssh.ONOCR:
-		return "onocr"
-	case ssh.ONLRET:
-		return "onlret"
-	}
-	return ""
-}
-
-// ttyCharValue renders a special character the way both stty
-// implementations parse it unambiguously: "undef" for disabled (SSH sends
-// 255; 0 is Linux's _POSIX_VDISABLE), caret notation for control characters,
-// the character itself when printable, else a three-digit decimal.
-func ttyCharValue(v uint32) string {
-	switch {
-	case v == 0 || v >= 255:
-		return "undef"
-	case v < 32:
-		return "^" + string(rune('@'+v))
-	case v == 127:
-		return "^?"
-	case v < 127:
-		return string(rune(v))
-	default:
-		return strconv.Itoa(int(v))
-	}
 }
 
 // signalNumber maps the SSH signal names podgate delivers (RFC 4254 section

@@ -24,6 +24,8 @@ import (
 const (
 	helperEnv      = "PODGATE_KUBE_TEST_HELPER"
 	helperNamesEnv = "PODGATE_KUBE_TEST_NAMES"
+	// helperNoStdinEnv makes the helper report without reading stdin.
+	helperNoStdinEnv = "PODGATE_KUBE_TEST_NO_STDIN"
 )
 
 type helperReport struct {
@@ -51,11 +53,13 @@ func helperMain() int {
 			r.Env[name] = []byte(v)
 		}
 	}
-	stdin, err := io.ReadAll(os.Stdin)
-	if err != nil {
-		return 3
+	if os.Getenv(helperNoStdinEnv) == "" {
+		stdin, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return 3
+		}
+		r.Stdin = stdin
 	}
-	r.Stdin = stdin
 	r.PID = os.Getpid()
 	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
 		return 4
@@ -98,7 +102,8 @@ func runLocally(t *testing.T, shell []string, spec, extra []byte) helperReport {
 	if err := json.Unmarshal(rest, &r); err != nil {
 		t.Fatalf("decoding helper report %q: %v", rest, err)
 	}
-	if pid, _ := strconv.Atoi(string(line[len(readyPrefix):])); pid != r.PID {
+	pidText, _, _ := strings.Cut(string(line[len(readyPrefix):]), " ")
+	if pid, _ := strconv.Atoi(pidText); pid != r.PID {
 		t.Errorf("ready line announced pid %d, command ran as %d", pid, r.PID)
 	}
 	return r
@@ -128,7 +133,7 @@ func helperCommand(t testing.TB, args []string, env map[string]string) ([]string
 func checkRoundTrip(t *testing.T, shells map[string][]string, args []string, env map[string]string, extra []byte) {
 	t.Helper()
 	argv, fullEnv := helperCommand(t, args, env)
-	spec, err := encodeSpec(argv, fullEnv, nil)
+	spec, err := encodeSpec(argv, fullEnv, nil, nil)
 	if err != nil {
 		t.Fatalf("encodeSpec: %v", err)
 	}
@@ -219,7 +224,7 @@ func FuzzSpecRoundTrip(f *testing.F) {
 	f.Add(`'\''`, "", []byte("\n"))
 	f.Fuzz(func(t *testing.T, arg, value string, extra []byte) {
 		if strings.IndexByte(arg, 0) >= 0 || strings.IndexByte(value, 0) >= 0 {
-			if _, err := encodeSpec([]string{"x", arg}, map[string]string{"V": value}, nil); !errors.Is(err, ErrInvalidCommand) {
+			if _, err := encodeSpec([]string{"x", arg}, map[string]string{"V": value}, nil, nil); !errors.Is(err, ErrInvalidCommand) {
 				t.Fatalf("NUL accepted: err = %v", err)
 			}
 			return
@@ -247,7 +252,7 @@ func TestWrapperRestoresLocale(t *testing.T) {
 			}
 			argv, fullEnv := helperCommand(t, nil, env)
 			fullEnv[helperNamesEnv] = "LC_ALL"
-			spec, err := encodeSpec(argv, fullEnv, nil)
+			spec, err := encodeSpec(argv, fullEnv, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -288,7 +293,7 @@ func TestWrapperExportsAccount(t *testing.T) {
 	for name, shell := range localShells(t) {
 		r := func() helperReport {
 			argv, env := helperCommand(t, nil, map[string]string{"USER": "podgate-user", "LOGNAME": "podgate-user"})
-			spec, err := encodeSpec(argv, env, nil)
+			spec, err := encodeSpec(argv, env, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -355,7 +360,7 @@ func TestEncodeSpecRejects(t *testing.T) {
 		{"oversized", []string{"echo", strings.Repeat("x", maxSpecBytes)}, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := encodeSpec(tc.argv, tc.env, tc.pty); !errors.Is(err, ErrInvalidCommand) {
+			if _, err := encodeSpec(tc.argv, tc.env, tc.pty, nil); !errors.Is(err, ErrInvalidCommand) {
 				t.Errorf("encodeSpec = %v, want ErrInvalidCommand", err)
 			}
 		})
@@ -366,35 +371,92 @@ func TestEncodeSpecRejects(t *testing.T) {
 const restoreLocale = `if [ -n "$podgate_lcset" ]; then LC_ALL=$podgate_lc; else unset LC_ALL; fi`
 
 func TestEncodeSpecFraming(t *testing.T) {
-	spec, err := encodeSpec([]string{"printf", "%s", "a\nb"}, map[string]string{"B": "2", "A": "1"}, nil)
+	spec, err := encodeSpec([]string{"printf", "%s", "a\nb"}, map[string]string{"B": "2", "A": "$x"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "2\n" + restoreLocale + "; export A='1'; export B='2'" + loginEnv + "; exec 'printf' '%s' 'a\nb'\n"
+	want := "2\n" + restoreLocale + `; export A="\$x"; export B="2"` + loginEnv + `; exec "printf" "%s" "a` + "\n" + `b"` + "\n"
 	if string(spec) != want {
 		t.Errorf("spec = %q, want %q", spec, want)
 	}
 }
 
+// TestEncodeSpecSplitsLongLines: no physical line of a spec exceeds
+// maxSpecLine, whatever the length of a value or the number of words, and
+// the line count covers the splits.
+func TestEncodeSpecSplitsLongLines(t *testing.T) {
+	args := []string{strings.Repeat("x", 5000), strings.Repeat("$", 3000)}
+	for range 300 {
+		args = append(args, "word")
+	}
+	spec, err := encodeSpec(args, nil, &scheduler.Pty{Term: "xterm"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, _ := strings.Cut(string(spec), "\n")
+	lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")
+	if n, _ := strconv.Atoi(head); n != len(lines) {
+		t.Errorf("spec says %s lines, has %d", head, len(lines))
+	}
+	for i, l := range lines {
+		if len(l) > maxSpecLine+2 {
+			t.Errorf("line %d is %d bytes", i, len(l))
+		}
+	}
+}
+
+// TestEncodeSpecTTY: a terminal spec applies only the modes that differ
+// from the terminal's reported settings (here the kernel's defaults plus
+// iutf8, as a prepared terminal reports them), and writes control bytes
+// as the wrapper's variables; a client whose modes match the terminal's
+// costs no stty.
 func TestEncodeSpecTTY(t *testing.T) {
+	prepared := defaultTermState()
+	prepared.iflag |= 0x4000 // iutf8
 	pty := &scheduler.Pty{
 		Term: "xterm-256color",
 		Size: scheduler.WindowSize{Cols: 132, Rows: 43},
 		Modes: map[uint8]uint32{
 			ssh.VINTR: 3, ssh.VEOF: 4, ssh.VERASE: 127, ssh.VKILL: 255, ssh.VSUSP: 'z',
-			ssh.ECHO: 0, ssh.ICANON: 1, ssh.ISIG: 1, ssh.ICRNL: 1, ssh.OPOST: 1, ssh.ONLCR: 0,
+			ssh.ECHO: 0, ssh.ICANON: 1, ssh.ISIG: 1, ssh.ICRNL: 1, ssh.OPOST: 1, ssh.ONLCR: 0, ssh.IUTF8: 1,
 			ssh.TTY_OP_ISPEED: 38400, ssh.CS8: 1,
 		},
 	}
-	spec, err := encodeSpec([]string{"bash"}, nil, pty)
+	spec, err := encodeSpec([]string{"bash", "a\x03b"}, nil, pty, &prepared)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := "2\n" +
-		`stty "$podgate_tty" intr '^C' erase '^?' kill 'undef' eof '^D' susp 'z' icrnl isig icanon -echo opost -onlcr rows 43 cols 132 2>/dev/null || stty "$podgate_tty" rows 43 cols 132 2>/dev/null` + "\n" +
-		restoreLocale + "; export TERM='xterm-256color'" + loginEnv + terminalEnv + "; exec 'bash'\n"
+		`stty kill 'undef' susp 'z' -echo -onlcr 2>/dev/null` + "\n" +
+		restoreLocale + `; export TERM="xterm-256color"` + loginEnv + terminalEnv + `; exec "bash" "a${podgate_c3}b"` + "\n"
 	if string(spec) != want {
 		t.Errorf("spec =\n%q\nwant\n%q", spec, want)
+	}
+	typical := &scheduler.Pty{Term: "xterm", Modes: map[uint8]uint32{
+		ssh.VINTR: 3, ssh.VQUIT: 28, ssh.VERASE: 127, ssh.VKILL: 21, ssh.VEOF: 4, ssh.VEOL: 255, ssh.VEOL2: 255,
+		ssh.VSTART: 17, ssh.VSTOP: 19, ssh.VSUSP: 26, ssh.VREPRINT: 18, ssh.VWERASE: 23, ssh.VLNEXT: 22, ssh.VDISCARD: 15,
+		ssh.IGNPAR: 0, ssh.ICRNL: 1, ssh.IXON: 1, ssh.IXANY: 0, ssh.IMAXBEL: 0, ssh.IUTF8: 1,
+		ssh.ISIG: 1, ssh.ICANON: 1, ssh.ECHO: 1, ssh.ECHOE: 1, ssh.ECHOK: 1, ssh.ECHONL: 0, ssh.NOFLSH: 0,
+		ssh.TOSTOP: 0, ssh.IEXTEN: 1, ssh.ECHOCTL: 1, ssh.ECHOKE: 1, ssh.OPOST: 1, ssh.ONLCR: 1,
+	}}
+	spec, err = encodeSpec([]string{"bash"}, nil, typical, &prepared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(spec), "stty") {
+		t.Errorf("a typical Linux client's modes needed an stty: %q", spec)
+	}
+}
+
+func TestParseTermState(t *testing.T) {
+	ts, ok := parseTermState("4500:5:bf:8a3b:3:1c:7f:15:4:0:1:0:11:13:1a:0:12:f:17:16:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0\r")
+	if !ok || ts.iflag != 0x4500 || ts.lflag != 0x8a3b || ts.cc[ccVERASE] != 0x7f {
+		t.Errorf("parseTermState = %+v, %t", ts, ok)
+	}
+	for _, bad := range []string{"", "x", "1:2:3", "500:5:bf:8a3b:zz"} {
+		if _, ok := parseTermState(bad); ok {
+			t.Errorf("parseTermState(%q) accepted", bad)
+		}
 	}
 }
 
@@ -434,7 +496,7 @@ func TestValidEnvName(t *testing.T) {
 	}
 }
 
-func TestShellQuote(t *testing.T) {
+func TestShellQuoteSingle(t *testing.T) {
 	if got, want := shellQuote("it's $(id)"), `'it'\''s $(id)'`; got != want {
 		t.Errorf("shellQuote = %s, want %s", got, want)
 	}
