@@ -204,16 +204,18 @@ func (r *Runner) waitSettled(ctx context.Context, pg *podgate, ns string, n, hel
 }
 
 // settledMetrics reports whether podgate's own gauges show a full pool with
-// nothing starting, exactly held pods claimed and every idle pod's streams
-// prepared.
+// nothing starting, exactly held pods claimed, and the replica's published
+// share of the pool reserved and prepared.
 func settledMetrics(ctx context.Context, pg *podgate, n, held int) bool {
 	m, err := pg.Scrape(ctx)
 	if err != nil {
 		return false
 	}
 	state := func(s string) float64 { return m.Value("podgate_pool_pods", "profile", "default", "state", s) }
+	share := m.Value("podgate_pool_reserved_share", "profile", "default")
 	return int(state("idle")) >= n && state("warming") == 0 && int(state("claimed")) == held &&
-		int(m.Value("podgate_pool_prepared_pods")) >= n
+		share > 0 && m.Value("podgate_pool_reserved_held", "profile", "default") == share &&
+		m.Value("podgate_pool_prepared_pods") >= share
 }
 
 // anyDeleting reports whether a pod is on its way out.

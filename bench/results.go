@@ -29,6 +29,7 @@ type Results struct {
 	Memory    Memory
 	Transfers []Transfer
 	Recording []RecordingRun
+	Reserved  Reserved
 	// Failures lists scenarios that could not run, with the reason.
 	Failures []string
 }
@@ -103,7 +104,7 @@ func CollectMeta(ctx context.Context, kube kubernetes.Interface, kubeconfig stri
 // AllSamples is every connection of the run, for the CSV.
 func (r *Results) AllSamples() []Sample {
 	var out []Sample
-	for _, run := range []Run{r.Warm, r.WarmSh, r.WarmBusy, r.Cold} {
+	for _, run := range []Run{r.Warm, r.WarmSh, r.WarmBusy, r.Cold, r.Reserved.Burst} {
 		out = append(out, run.Samples...)
 	}
 	for _, s := range r.Sweep {

@@ -40,6 +40,10 @@ type Config struct {
 	// RecordMB and RecordKeys size the recording scenario: terminal
 	// output per setting, and keystrokes timed.
 	RecordMB, RecordKeys int
+	// ReservedPool is the pool two replicas share while their footprint
+	// and the streams per pod are measured; ReservedBurst the pool, and
+	// the burst, spread over both (scenario 8).
+	ReservedPool, ReservedBurst int
 }
 
 // QPS is one client-go rate limiter setting.
@@ -56,6 +60,7 @@ func DefaultConfig() Config {
 		Rate:  3, For: 60 * time.Second, SessionMin: 5 * time.Second, SessionMax: 15 * time.Second,
 		SustainedPoolMin: 5, MemConns: 40, MemSessions: 5, ThroughputMB: 200,
 		RecordMB: 100, RecordKeys: 300,
+		ReservedPool: 100, ReservedBurst: 200,
 	}
 }
 
@@ -70,6 +75,7 @@ func QuickConfig() Config {
 	c.MemConns, c.MemSessions = 8, 5
 	c.ThroughputMB = 50
 	c.RecordMB, c.RecordKeys = 20, 100
+	c.ReservedPool, c.ReservedBurst = 10, 20
 	return c
 }
 
@@ -95,6 +101,8 @@ type Run struct {
 	// echo) had ended (CPUWall).
 	CPU     []CPUUse
 	CPUWall time.Duration
+	// API is podgate's own count of its API use during the run.
+	API APICount
 }
 
 // sequential runs n attaches one after another. Before each, gate (when
@@ -132,6 +140,7 @@ func (r *Runner) sequential(ctx context.Context, pg *podgate, scenario string, n
 	}
 	run.Phases = phases(before, after)
 	run.Throttled, run.ThrottleWait = throttling(before, after)
+	run.API = apiCount(before, after)
 	return run, nil
 }
 
@@ -311,6 +320,7 @@ func (r *Runner) burst(ctx context.Context, pg *podgate, n int, q QPS) (Run, err
 	run.Samples = samples
 	run.Phases = phases(before, after)
 	run.Throttled, run.ThrottleWait = throttling(before, after)
+	run.API = apiCount(before, after)
 	return run, nil
 }
 

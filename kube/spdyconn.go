@@ -67,10 +67,10 @@ func (c *spdyConn) abort() { c.cancel() }
 // up to maxQueued bytes, so that a small write (the hello, a spec) never
 // waits for the stream to open; larger ones wait for the reader.
 type bufPipe struct {
-	mu     sync.Mutex // protects buf and err
-	more   *sync.Cond // signalled when buf or err change
-	buf    []byte
-	err    error // set once closed: io.EOF for a clean close
+	mu   sync.Mutex // protects buf and err
+	more *sync.Cond // signalled when buf or err change
+	buf  []byte
+	err  error // set once closed: io.EOF for a clean close
 }
 
 // maxQueued bounds a bufPipe's queue.

@@ -44,7 +44,7 @@ func run() error {
 	dur := flag.Duration("sustained", 0, "sustained run length (default 60s, quick 20s)")
 	rate := flag.Float64("rate", 0, "sustained arrivals per second (default 3)")
 	mb := flag.Int("mb", 0, "throughput transfer size in MB (default 200, quick 50)")
-	only := flag.String("only", "", "comma-separated scenarios to run: warm,cold,burst,sustained,memory,throughput,recording (default all)")
+	only := flag.String("only", "", "comma-separated scenarios to run: warm,cold,burst,sustained,memory,throughput,recording,reserved (default all)")
 	flag.Parse()
 
 	cfg := bench.DefaultConfig()
@@ -109,7 +109,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	units := float64(cfg.Warm+cfg.WarmSh+cfg.WarmBusy+cfg.Cold+cfg.Burst*len(cfg.Sweep)) + cfg.For.Seconds() + float64(cfg.MemConns*cfg.MemSessions) + 3 + 3
+	units := float64(cfg.Warm+cfg.WarmSh+cfg.WarmBusy+cfg.Cold+cfg.Burst*len(cfg.Sweep)+cfg.ReservedBurst) + cfg.For.Seconds() + float64(cfg.MemConns*cfg.MemSessions) + 3 + 3
 	prog := bench.NewProgress(os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), units)
 	r := &bench.Runner{Kube: kube, Kubeconfig: kubeconfig, Bin: bin, Work: work, Progress: prog, Log: prog.Logf,
 		ExtraEnv: strings.Fields(os.Getenv("BENCH_PODGATE_ENV")), LogDir: os.Getenv("BENCH_PODGATE_LOGS")}
@@ -151,6 +151,10 @@ func run() error {
 	if want("recording") {
 		res.Recording, err = r.Recording(ctx, cfg)
 		fail("recording", err)
+	}
+	if want("reserved") {
+		res.Reserved, err = r.Reserved(ctx, cfg)
+		fail("two replicas, reserved pods", err)
 	}
 	prog.Done()
 	res.Meta.Duration = time.Since(start)
