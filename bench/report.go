@@ -107,8 +107,8 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	p("- Machine: %d CPUs (%s), %s memory; the cluster, podgate and the client share it. Load average (1, 5, 15 min) at the start %s, at the end %s: the run's own work (the build and micro-benchmarks before it, its bursts and sustained load) raises it, and anything else running on the machine would add noise.", m.CPUs, m.CPUModel, m.MemTotal, m.LoadStart, m.LoadEnd)
 	p("- Guest image: localhost/podgate-debian:local, shell `/bin/bash -l`, connection mode (one pod per SSH connection)")
 	p("- podgate settings for every scenario: `%s`; per scenario the pool bounds and QPS/burst below", strings.Join(baseEnv, " "))
-	p("- Sizes: warm %d + %d with /bin/sh + %d during refill (pool min %d), cold %d, burst %d at QPS/burst %v, sustained %.0f/s for %v (sessions %v–%v, pool min %d), memory %d connections × %d sessions, throughput %d MB",
-		c.Warm, c.WarmSh, c.WarmBusy, c.WarmPool, c.Cold, c.Burst, c.Sweep, c.Rate, c.For, c.SessionMin, c.SessionMax, c.SustainedPoolMin, c.MemConns, c.MemSessions, c.ThroughputMB)
+	p("- Sizes: warm %d + %d with /bin/sh + %d during refill (pool min %d), cold %d, burst %d at QPS/burst %v, sustained %.0f/s for %v (sessions %v–%v, pool min %d), memory %d connections × %d sessions, throughput %d MB, two replicas sharing a pool of %d, then a burst of %d over both",
+		c.Warm, c.WarmSh, c.WarmBusy, c.WarmPool, c.Cold, c.Burst, c.Sweep, c.Rate, c.For, c.SessionMin, c.SessionMax, c.SustainedPoolMin, c.MemConns, c.MemSessions, c.ThroughputMB, c.ReservedPool, c.ReservedBurst)
 	p("- Client: a Go SSH client (golang.org/x/crypto/ssh) on the same machine; every time is from the start of the TCP connect on one monotonic clock. *Prompt* is the first byte of shell output, the attach latency a user sees.")
 	if len(res.Failures) > 0 {
 		p("")
@@ -120,6 +120,8 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	p("")
 	targets(&b, res)
 	p("")
+	reservedTargets(&b, res)
+	p("")
 	p("## Plots")
 	p("")
 	for _, f := range plots {
@@ -129,7 +131,7 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	p("")
 	p("## 1. Warm sequential")
 	p("")
-	p("%d connections one after another, each opening a TTY shell, running `echo ok` and leaving. The pool minimum is %d, and each connection starts on a settled pool (an untimed wait): %d idle pods, each Ready with its exec streams prepared, and no pod starting or being deleted. This is the attach of a user who arrives after the pool has refilled behind the previous one; 1c shows the attach while it is still refilling.", c.Warm, c.WarmPool, c.WarmPool)
+	p("%d connections one after another, each opening a TTY shell, running `echo ok` and leaving. The pool minimum is %d, and each connection starts on a settled pool (an untimed wait): %d idle pods, Ready, this replica's share of them reserved with a terminal stream prepared into each, and no pod starting or being deleted. This is the attach of a user who arrives after the pool has refilled behind the previous one; 1c shows the attach while it is still refilling.", c.Warm, c.WarmPool, c.WarmPool)
 	p("")
 	runTable(&b, res.Warm)
 	p("")
@@ -177,6 +179,8 @@ func Report(res *Results, csvName string, plots []string, micro string) string {
 	}
 	p("")
 	recordingSection(&b, res)
+	p("")
+	reservedSection(&b, res)
 	if micro != "" {
 		if body, err := os.ReadFile(micro); err == nil {
 			p("")

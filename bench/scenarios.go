@@ -42,7 +42,7 @@ type Config struct {
 	RecordMB, RecordKeys int
 	// ReservedPool is the pool two replicas share while their footprint
 	// and the streams per pod are measured; ReservedBurst the pool, and
-	// the burst, spread over both (scenario 8).
+	// the burst, spread over both (scenario 9).
 	ReservedPool, ReservedBurst int
 }
 

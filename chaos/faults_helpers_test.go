@@ -203,11 +203,23 @@ func (w *podWatch) claimedBy(replica string) map[string]bool {
 	return out
 }
 
-// idleNames returns the idle pods of profile that are not being deleted.
+// idleNames returns the pods of profile waiting for a user (idle or
+// reserved) that are not being deleted.
 func (w *podWatch) idleNames(profile string) map[string]bool {
 	out := map[string]bool{}
 	for _, p := range w.pods() {
-		if p.Labels[pool.LabelState] == pool.StateIdle && p.Labels[pool.LabelProfile] == profile && p.DeletionTimestamp == nil {
+		if pool.Spare(p) && p.Labels[pool.LabelProfile] == profile && p.DeletionTimestamp == nil {
+			out[p.Name] = true
+		}
+	}
+	return out
+}
+
+// reservedFor returns the pods reserved for replica, not being deleted.
+func (w *podWatch) reservedFor(replica string) map[string]bool {
+	out := map[string]bool{}
+	for _, p := range w.pods() {
+		if p.Labels[pool.LabelState] == pool.StateReserved && p.Labels[pool.LabelOwner] == replica && p.DeletionTimestamp == nil {
 			out[p.Name] = true
 		}
 	}
@@ -224,11 +236,12 @@ func (w *podWatch) live(name string) bool {
 	return false
 }
 
-// readyIdle counts idle, Ready pods of profile that are not being deleted.
+// readyIdle counts Ready pods of profile waiting for a user (idle or
+// reserved) that are not being deleted.
 func (w *podWatch) readyIdle(profile string) int {
 	n := 0
 	for _, p := range w.pods() {
-		if p.Labels[pool.LabelState] == pool.StateIdle && p.Labels[pool.LabelProfile] == profile &&
+		if pool.Spare(p) && p.Labels[pool.LabelProfile] == profile &&
 			p.DeletionTimestamp == nil && kubetest.PodReady(p) {
 			n++
 		}

@@ -20,11 +20,12 @@ const (
 	killReapInterval = time.Second
 )
 
-// TestFaultKilledReplica SIGKILLs a podgate replica holding live sessions.
-// Held: every claimed pod it owned is deleted within the owner Lease TTL
-// plus one reap interval, by a surviving replica or by the replica
-// restarted under the same id; the pool is back at target; no idle pod is
-// lost or doubled.
+// TestFaultKilledReplica SIGKILLs a podgate replica holding live sessions
+// and its reserved share of the pool. Held: every claimed and reserved pod
+// it owned is deleted within the owner Lease TTL plus one reap interval, by
+// a surviving replica or by the replica restarted under the same id (a new
+// run, which adopts none of them); the pool is back at target; no other
+// spare pod is lost or doubled.
 func TestFaultKilledReplica(t *testing.T) {
 	t.Run("survivor", func(t *testing.T) { killScenario(t, true) })
 	t.Run("restart", func(t *testing.T) { killScenario(t, false) })
@@ -38,7 +39,9 @@ func killScenario(t *testing.T, survivor bool) {
 	}
 	sc := NewScenario(t, "faults", name)
 	sessions := Size(6, 20)
-	const min = 3
+	// The killed replica's share of the pool: with its sessions' logins
+	// behind its want, a pool of min holds at least wantReserved for it.
+	min, wantReserved := Size(8, 24), Size(6, 20)
 	extra := []string{
 		fmt.Sprintf("PODGATE_POOL_MIN=%d", min), fmt.Sprintf("PODGATE_POOL_MAX=%d", sessions+min+5),
 		"PODGATE_LEASE_DURATION=" + killLeaseTTL.String(), "PODGATE_MAX_WAIT=3m",
@@ -54,19 +57,34 @@ func killScenario(t *testing.T, survivor bool) {
 	// Cold starts for the sessions grew the pool's target above min; wait
 	// until the pool has settled at whatever target that is.
 	target := func(g *gate) int { return g.poolTarget("default") }
+	share := func() int { return int(a.metric("podgate_pool_reserved_share", "profile", "default")) }
 	if !w.waitFor(3*time.Minute, func(podCounts) bool {
-		return w.readyIdle("default") == target(a) && len(w.idleNames("default")) == target(a)
+		return w.readyIdle("default") == target(a) && len(w.idleNames("default")) == target(a) &&
+			share() >= wantReserved && len(w.reservedFor("a")) == share()
 	}) {
-		t.Fatalf("pool not settled after opening %d sessions: %v, ready idle %d, target %d", sessions, w.counts(), w.readyIdle("default"), target(a))
+		t.Fatalf("pool not settled after opening %d sessions: %v, ready idle %d, target %d, reserved for a %d of its share %d",
+			sessions, w.counts(), w.readyIdle("default"), target(a), len(w.reservedFor("a")), share())
 	}
 	targetBefore := target(a)
-	orphans := w.claimedBy("a")
+	claimed, reserved := w.claimedBy("a"), w.reservedFor("a")
+	orphans := map[string]bool{}
+	for n := range claimed {
+		orphans[n] = true
+	}
+	for n := range reserved {
+		orphans[n] = true
+	}
+	// The spare pods that must survive: all but the killed replica's.
 	idleBefore := w.idleNames("default")
+	for n := range reserved {
+		delete(idleBefore, n)
+	}
 	sc.Figure("live sessions on the killed replica", "%d", sessions)
-	sc.Figure("claimed pods it owned", "%d", len(orphans))
+	sc.Figure("claimed pods it owned", "%d", len(claimed))
+	sc.Figure("pods reserved for it", "%d", len(reserved))
 	sc.Figure("idle target at the kill", "%d (min %d)", targetBefore, min)
-	if len(orphans) != sessions {
-		t.Fatalf("replica a owns %d claimed pods, want %d", len(orphans), sessions)
+	if len(claimed) != sessions {
+		t.Fatalf("replica a owns %d claimed pods, want %d", len(claimed), sessions)
 	}
 
 	// From the kill on, remember the most idle pods ever seen at once: a
@@ -76,7 +94,12 @@ func killScenario(t *testing.T, survivor bool) {
 		maxIdle int
 	)
 	track := func(any) {
-		n := len(w.idleNames("default"))
+		n := 0
+		for name := range w.idleNames("default") {
+			if !reserved[name] {
+				n++
+			}
+		}
 		mu.Lock()
 		maxIdle = max(maxIdle, n)
 		mu.Unlock()
@@ -115,7 +138,7 @@ func killScenario(t *testing.T, survivor bool) {
 			left++
 		}
 	}
-	sc.Check(allGone, "every orphaned claimed pod is deleted", "%d of %d left", left, len(orphans))
+	sc.Check(allGone, "every claimed and reserved pod of the killed replica is deleted", "%d of %d left", left, len(orphans))
 	// podgate's own decision: the last "deleting pod" line it logged for
 	// an orphan, on the same clock. The watch figure above adds the API
 	// server's and the watch's latency, which a loaded CI node stretches.
@@ -133,12 +156,12 @@ func killScenario(t *testing.T, survivor bool) {
 			lost = append(lost, n)
 		}
 	}
-	sc.Check(len(lost) == 0, "no idle pod is lost", "%d idle before, lost %v", len(idleBefore), lost)
+	sc.Check(len(lost) == 0, "no other spare pod is lost", "%d spare before, lost %v", len(idleBefore), lost)
 	mu.Lock()
 	peak := maxIdle
 	mu.Unlock()
-	sc.Figure("most idle pods at once after the kill", "%d (target %d)", peak, targetBefore)
-	sc.Check(peak <= targetBefore, "no idle pod is doubled", "peak %d idle, target %d", peak, targetBefore)
+	sc.Figure("most spare pods at once after the kill, the killed replica's reserved ones aside", "%d (target %d)", peak, targetBefore)
+	sc.Check(peak <= targetBefore, "no spare pod is doubled", "peak %d spare, target %d", peak, targetBefore)
 
 	out, errOut, code := runSSH(reaper.SSH("bob", "bob", "echo served"), "", time.Minute)
 	sc.Check(code == 0 && strings.TrimSpace(out) == "served", "the remaining replica serves new logins", "exit %d, %q %q", code, out, errOut)

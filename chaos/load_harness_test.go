@@ -316,7 +316,9 @@ func (w *podWatch) counts() podCounts {
 		switch st := p.Labels[pool.LabelState]; {
 		case p.DeletionTimestamp != nil:
 			c["terminating"]++
-		case st == pool.StateIdle || st == pool.StateClaimed || st == pool.StateReleased:
+		case pool.Spare(p): // idle or reserved: waiting for a user
+			c[pool.StateIdle]++
+		case st == pool.StateClaimed || st == pool.StateReleased:
 			c[st]++
 		default:
 			c["other"]++
