@@ -173,6 +173,8 @@ type plan struct {
 	degraded  bool
 	mayCreate bool
 	cautious  bool
+	// held: a burst is being served; replacements wait (sizer.holdRefill).
+	held bool
 }
 
 // tick shrinks the target after a quiet spell and returns the pass's plan.
@@ -182,7 +184,7 @@ func (d *demand) tick(prof *profile.Profile, now time.Time) plan {
 	sz := d.sizerLocked(prof, now)
 	sz.tick(now, d.opts.ShrinkAfter)
 	h := d.healthLocked(prof)
-	return plan{target: sz.target, degraded: h.degraded(), mayCreate: h.mayCreate(now), cautious: h.cautious()}
+	return plan{target: sz.target, degraded: h.degraded(), mayCreate: h.mayCreate(now), cautious: h.cautious(), held: sz.holdRefill(now)}
 }
 
 // adopt raises a new leader's target to the idle pods it finds; see

@@ -243,7 +243,7 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, pl 
 	}
 	need := pl.target - have
 	switch {
-	case need > 0 && !pl.mayCreate:
+	case need > 0 && (!pl.mayCreate || pl.held):
 		need = 0
 	case need > 0 && pl.cautious:
 		need = min(need, 1-min(pending+v.starting, 1))

@@ -50,6 +50,9 @@ type sizer struct {
 	claims []time.Time
 	// starts are the last startSamples pod start times.
 	starts []time.Duration
+	// burstSince is when the current burst was first seen; zero when
+	// none (see holdRefill).
+	burstSince time.Time
 }
 
 // newSizer starts at the lower bound.
@@ -66,6 +69,16 @@ func (s *sizer) setBounds(lo, hi int) {
 // hit records a claim that found an idle pod.
 func (s *sizer) hit(now time.Time) {
 	s.claims = append(s.claims, now)
+	s.forget(now)
+}
+
+// forget drops the claims older than rateWindow.
+func (s *sizer) forget(now time.Time) {
+	i := 0
+	for i < len(s.claims) && now.Sub(s.claims[i]) > rateWindow {
+		i++
+	}
+	s.claims = s.claims[i:]
 }
 
 // miss records a claim that found none, and grows the target by one up to
@@ -91,11 +104,7 @@ func (s *sizer) started(d time.Duration) {
 // headroom × the claim rate over the last rateWindow × the median start
 // time, within the bounds.
 func (s *sizer) ceiling(now time.Time) int {
-	i := 0
-	for i < len(s.claims) && now.Sub(s.claims[i]) > rateWindow {
-		i++
-	}
-	s.claims = s.claims[i:]
+	s.forget(now)
 	if len(s.claims) == 0 {
 		return s.lo
 	}
@@ -134,4 +143,37 @@ func (s *sizer) adopt(idle int, now time.Time) {
 		s.target = t
 		s.lastChange = now
 	}
+}
+
+// Refill pacing. A burst's logins need the CPUs for their exec starts (the
+// API server, the kubelet, containerd and each guest's shell), and starting
+// their replacement pods at the same moment takes the same CPUs (runc, the
+// CNI plugin, the kubelet, containerd). So while a burst lasts the leader
+// holds back replacements: from the moment burstClaims claims arrived within
+// burstWindow, until burstQuiet passes with no claim, and never longer than
+// burstHold. Steady logins (fewer than burstClaims a second) are not held.
+const (
+	burstClaims = 10
+	burstQuiet  = time.Second
+	burstHold   = 5 * time.Second
+)
+
+// holdRefill reports whether replacements are held back now.
+func (s *sizer) holdRefill(now time.Time) bool {
+	n := len(s.claims)
+	if n == 0 || now.Sub(s.claims[n-1]) >= burstQuiet {
+		s.burstSince = time.Time{}
+		return false
+	}
+	if s.burstSince.IsZero() {
+		last, k := s.claims[n-1], 0
+		for i := n - 1; i >= 0 && last.Sub(s.claims[i]) < burstWindow; i-- {
+			k++
+		}
+		if k < burstClaims {
+			return false
+		}
+		s.burstSince = now
+	}
+	return now.Sub(s.burstSince) < burstHold
 }

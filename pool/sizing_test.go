@@ -152,3 +152,47 @@ func TestOnPodObservesDemand(t *testing.T) {
 		t.Errorf("target after one miss = %d, want %d", got, prof.PoolMin+1)
 	}
 }
+
+// TestHoldRefillDuringBurst: replacements wait while a burst of claims
+// arrives, from its tenth claim within a second until a second passes with
+// none, at most five seconds; steady claims are never held.
+func TestHoldRefillDuringBurst(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := newSizer(2, 100, t0)
+	for i := range 9 {
+		s.hit(t0.Add(time.Duration(i) * 50 * time.Millisecond))
+	}
+	if s.holdRefill(t0.Add(450 * time.Millisecond)) {
+		t.Error("held after 9 claims in a second")
+	}
+	s.hit(t0.Add(500 * time.Millisecond))
+	if !s.holdRefill(t0.Add(500 * time.Millisecond)) {
+		t.Error("not held after 10 claims in a second")
+	}
+	if s.holdRefill(t0.Add(1600 * time.Millisecond)) {
+		t.Error("still held a second after the last claim")
+	}
+	// A burst that never pauses is held five seconds at most.
+	u := newSizer(2, 1000, t0)
+	at := t0
+	held := 0 * time.Second
+	for range 200 {
+		u.hit(at)
+		if u.holdRefill(at) {
+			held = at.Sub(t0)
+		}
+		at = at.Add(50 * time.Millisecond)
+	}
+	if held >= burstHold+time.Second || held < burstHold-time.Second {
+		t.Errorf("a ten-second burst was held until %v, want about %v", held, burstHold)
+	}
+	// Steady: one claim every 200 ms is 5 a second.
+	v := newSizer(2, 100, t0)
+	for i := range 50 {
+		at := t0.Add(time.Duration(i) * 200 * time.Millisecond)
+		v.hit(at)
+		if v.holdRefill(at) {
+			t.Fatalf("steady claims held at claim %d", i)
+		}
+	}
+}
