@@ -45,6 +45,21 @@ import (
 // stdout, 2 stderr, 3 the error stream (a metav1.Status ending the exec),
 // 4 resize (JSON {"Width","Height"}); 255 followed by a stream id closes
 // that stream (stdin's half-close).
+//
+// Nothing after stdin's close. The API server's stream translator closes
+// the TCP connection as soon as the command's status is written, without
+// reading what the client sent meanwhile; a frame that reaches a closed
+// (or closing) socket makes the server's kernel answer with a reset and
+// drop what it had not yet sent, which is the tail of the command's output
+// and its status whenever the client reads slower than the command writes.
+// So once stdin's close signal has gone out, the client writes no frame of
+// its own: the heartbeat stops, and with it the read deadline it keeps
+// (the connection's TCP keepalive, on by default for dialed connections,
+// still finds a dead peer). The only frame left is gorilla's reply to the
+// server's close frame, which comes after every byte the server sent. A
+// terminal's stdin is never closed (see execStream), so a terminal stream
+// is pinged until its end; a ping meeting the server's close there is the
+// same race a keystroke typed at the shell's exit has.
 
 const (
 	// wsReadBuffer is each connection's read buffer; larger messages are
@@ -167,28 +182,68 @@ func upgradeError(err error, resp *http.Response) error {
 }
 
 // wsConn is one exec WebSocket. It implements execConn.
+//
+// Lock order: wmu before dmu.
 type wsConn struct {
 	conn    *gwebsocket.Conn
 	buffers *sync.Pool  // see wsDialer.copyBuffers
 	ping    *time.Timer // the heartbeat; runs only while it fires
-	wmu     sync.Mutex  // serialises writes
+
+	// wmu serialises writes, pings included, and protects stdinClosed.
+	wmu sync.Mutex
+	// stdinClosed is set once stdin's close signal is written; no frame
+	// of podgate's own follows it (see "Nothing after stdin's close").
+	stdinClosed bool
+
+	// dmu protects quiet and orders the read deadline's updates, so
+	// that a deadline armed by the read loop cannot outlive quiesce.
+	dmu sync.Mutex
+	// quiet is set when the heartbeat has stopped for good: the read
+	// deadline is then cleared and never armed again.
+	quiet bool
 }
 
 var _ execConn = (*wsConn)(nil)
 
 func newWSConn(conn *gwebsocket.Conn, buffers *sync.Pool) *wsConn {
 	c := &wsConn{conn: conn, buffers: buffers}
-	_ = conn.SetReadDeadline(time.Now().Add(wsDeadline))
+	c.armDeadline()
 	conn.SetPongHandler(func(string) error {
-		return conn.SetReadDeadline(time.Now().Add(wsDeadline))
+		c.armDeadline()
+		return nil
 	})
 	c.ping = time.AfterFunc(wsPingPeriod, c.heartbeat)
 	return c
 }
 
+// armDeadline gives the server wsDeadline more to show it is alive, unless
+// the heartbeat has stopped (quiet), when nothing would prompt it to.
+func (c *wsConn) armDeadline() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if !c.quiet {
+		_ = c.conn.SetReadDeadline(time.Now().Add(wsDeadline))
+	}
+}
+
+// quiesce stops the heartbeat for good and clears the read deadline.
+func (c *wsConn) quiesce() {
+	c.ping.Stop()
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.quiet = true
+	_ = c.conn.SetReadDeadline(time.Time{})
+}
+
 // heartbeat pings the server and schedules the next ping; a connection
-// that stops answering fails its read loop at the deadline.
+// that stops answering fails its read loop at the deadline. It pings under
+// wmu, so that no ping follows stdin's close signal.
 func (c *wsConn) heartbeat() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.stdinClosed {
+		return
+	}
 	if err := c.conn.WriteControl(gwebsocket.PingMessage, nil, time.Now().Add(wsWriteTimeout)); err != nil {
 		return
 	}
@@ -220,7 +275,7 @@ func (c *wsConn) serve(stdout, stderr io.Writer) error {
 			}
 			return fmt.Errorf("reading exec stream: %w", err)
 		}
-		_ = c.conn.SetReadDeadline(time.Now().Add(wsDeadline))
+		c.armDeadline()
 		if typ != gwebsocket.BinaryMessage {
 			continue
 		}
@@ -285,6 +340,9 @@ func decodeExecStatus(b []byte) error {
 func (c *wsConn) write(id byte, p []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.stdinClosed {
+		return errStdinClosed
+	}
 	for first := true; first || len(p) > 0; first = false {
 		n := min(len(p), wsWriteBuffer-1)
 		if err := c.writeFrameLocked(id, p[:n]); err != nil {
@@ -316,9 +374,21 @@ func (c *wsConn) writeFrameLocked(id byte, p []byte) error {
 
 func (c *wsConn) writeStdin(p []byte) error { return c.write(remotecommand.StreamStdIn, p) }
 
+// closeStdin sends stdin's close signal, the last frame podgate writes on
+// the connection (see "Nothing after stdin's close").
 func (c *wsConn) closeStdin() error {
-	return c.write(remotecommand.StreamClose, []byte{remotecommand.StreamStdIn})
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.stdinClosed {
+		return nil
+	}
+	c.stdinClosed = true
+	c.quiesce()
+	return c.writeFrameLocked(remotecommand.StreamClose, []byte{remotecommand.StreamStdIn})
 }
+
+// errStdinClosed is what writes after closeStdin fail with.
+var errStdinClosed = errors.New("exec stream's stdin is closed")
 
 func (c *wsConn) resize(size scheduler.WindowSize) error {
 	b, err := json.Marshal(struct{ Width, Height uint16 }{size.Cols, size.Rows})
