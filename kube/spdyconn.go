@@ -11,8 +11,9 @@ import (
 	"github.com/podgate/podgate/scheduler"
 )
 
-// spdyConn runs one exec over client-go's SPDY executor, the fallback for
-// API servers without WebSocket exec. client-go pulls stdin from a reader,
+// spdyConn runs one exec over client-go's SPDY executor: every plain
+// stream, and terminal streams where the API server has no WebSocket exec
+// (see Executor). client-go pulls stdin from a reader,
 // so writes go through a small buffered pipe; resizes through a size
 // queue. It implements execConn.
 type spdyConn struct {

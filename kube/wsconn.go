@@ -28,7 +28,8 @@ import (
 )
 
 // podgate's own client of the API server's WebSocket exec protocol
-// (v5.channel.k8s.io), for every exec stream. It replaces client-go's
+// (v5.channel.k8s.io), for terminal exec streams (plain ones take SPDY;
+// see Executor). It replaces client-go's
 // WebSocket executor because an idle prepared stream is what a reserved pod
 // costs its owner, and client-go's cannot be made small: measured with
 // BenchmarkPreparedIdleCost, one idle terminal stream held 224 KiB of heap
