@@ -40,6 +40,13 @@ type view struct {
 	// reserved counts, per live owner, the fresh pods reserved for its
 	// current run, Ready or not.
 	reserved map[string]int
+	// lapsed counts the reserved pods of an owner the cache shows without
+	// a live Lease, or of an earlier run, not yet deleted: nobody may hand
+	// them out, but they count towards the target until they are gone, so
+	// that a Lease renewed late (an overloaded API server) does not have
+	// the leader create their replacements next to them. The owner's new
+	// run (events.go) or the leader's reap (reap.go) deletes them.
+	lapsed int
 	// For the metrics: Ready spare pods, unreserved and reserved; spare
 	// pods not Ready yet; claimed pods.
 	readyIdle, readyReserved, warming, claimed int
@@ -126,7 +133,8 @@ func (p *Pool) view(prof *profile.Profile, reps replicas, now time.Time) view {
 			v.claimed++
 			continue
 		case state == StateReserved && (reps.runs[owner] == "" || reps.runs[owner] != pod.Labels[LabelRun]):
-			continue // reaped, or deleted by its replica's new run
+			v.lapsed++ // reaped, or deleted by its replica's new run
+			continue
 		case state != StateIdle && state != StateReserved:
 			continue
 		}
@@ -233,7 +241,7 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, pl 
 			held[""]--
 		}
 	}
-	have := pending + len(v.unreserved)
+	have := pending + len(v.unreserved) + v.lapsed
 	for _, n := range v.reserved {
 		have += n
 	}

@@ -147,6 +147,35 @@ func TestLeaderReapsLapsedReplicaPods(t *testing.T) {
 	}
 }
 
+// TestLeaderCountsLapsedReservedPodsUntilGone: the reserved pods of a
+// replica whose Lease the cache shows lapsed, but which a live read finds
+// renewed (a renewal the cache has not shown yet), are neither deleted nor
+// handed to anyone, and they still count towards the target: the leader
+// creates no replacements next to them (with two replicas on an overloaded
+// API server, that doubled the pool).
+func TestLeaderCountsLapsedReservedPodsUntilGone(t *testing.T) {
+	prof := unitProfile(t)
+	prof.PoolMin = 2
+	t0 := time.Unix(1e9, 0)
+	objs := append(unitLeases(t0), livenessLease("r3", "run3", t0.Add(-time.Minute)),
+		reservedPodFor("late-1", prof, "r3", "run3"), reservedPodFor("late-2", prof, "r3", "run3"))
+	cs := namingClientset(objs...)
+	cs.PrependReactor("get", "leases", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		if act.(k8stesting.GetAction).GetName() != livenessLeaseName("r3") {
+			return false, nil, nil
+		}
+		return true, livenessLease("r3", "run3", t0), nil
+	})
+	p := leadingPool(t, cs, prof, split{Unreserved: 0, Shares: map[string]int{"r1": 1, "r2": 1}})
+	p.sync(p.clock.Now())
+	p.bg.Wait()
+	got := describe(podsOf(t, cs), func(pod corev1.Pod) string { return pod.Name })
+	slices.Sort(got)
+	if want := []string{"late-1", "late-2"}; !slices.Equal(got, want) {
+		t.Errorf("pods after a pass %v, want only %v", got, want)
+	}
+}
+
 func containsAll(s string, subs ...string) bool {
 	for _, sub := range subs {
 		if !strings.Contains(s, sub) {
