@@ -14,8 +14,9 @@ import (
 	"github.com/podgate/podgate/scheduler"
 )
 
-// TestExec proves fresh Exec on the real cluster over the default transport
-// (WebSocket v5), in both guest images.
+// TestExec proves fresh Exec on the real cluster over the default
+// transports (SPDY without pings for plain streams, podgate's WebSocket
+// client for terminals; see Executor), in both guest images.
 func TestExec(t *testing.T) {
 	t.Parallel()
 	env := kubetest.New(t)
