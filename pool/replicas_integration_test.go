@@ -33,8 +33,18 @@ func TestIntegrationRaceNoDoubleHandout(t *testing.T) {
 	)
 	env := kubetest.New(t)
 	w := watchPods(t, env)
-	a := startReplica(t, env, "ra", busybox(t, "default", poolSize), fastOptions(env.Namespace, "ra"), nil)
-	b := startReplica(t, env, "rb", busybox(t, "default", poolSize), fastOptions(env.Namespace, "rb"), nil)
+	// Both replicas live throughout: their liveness Leases are the
+	// default 15 s rather than the suite's 3 s, so that an API server too
+	// loaded to renew a Lease within 3 s (seen on the shared 2-CPU node)
+	// does not turn the race into a reap of one replica's pods, which
+	// TestIntegrationReplicaDeathReaped covers.
+	opts := func(id string) Options {
+		o := fastOptions(env.Namespace, id)
+		o.LivenessLeaseDuration, o.LivenessRenew = 15*time.Second, 5*time.Second
+		return o
+	}
+	a := startReplica(t, env, "ra", busybox(t, "default", poolSize), opts("ra"), nil)
+	b := startReplica(t, env, "rb", busybox(t, "default", poolSize), opts("rb"), nil)
 	w.until(t, 120*time.Second, "a full pool", func(p []*corev1.Pod) bool { return count(p, StateIdle) == poolSize })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
