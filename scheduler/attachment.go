@@ -303,8 +303,15 @@ func (a *connAttachment) Close() error {
 	// and waiting for a spare one in preparation take round trips to the
 	// kubelet, and a user who reconnects within them would otherwise
 	// miss the parked pod and be given another.
-	if a.pod.Record.Err() != nil || !a.s.pools.Alive(a.pod) || !a.s.park(a.id, a.pol.ReconnectWindow, a.pod) {
-		a.s.release(a.pod)
+	switch {
+	case a.pod.Record.Err() != nil:
+		a.s.release(a.pod, fmt.Sprintf("the claim record for connection %s failed", a.id.ConnID))
+	case !a.s.pools.Alive(a.pod):
+		a.s.release(a.pod, fmt.Sprintf("connection %s of user %q closed; the pod is no longer ready", a.id.ConnID, a.id.User))
+	case a.s.park(a.id, a.pol.ReconnectWindow, a.pod):
+		a.s.podEvent(a.pod, EventParked, fmt.Sprintf("connection %s closed; kept for user %q to reconnect within %s", a.id.ConnID, a.id.User, a.pol.ReconnectWindow))
+	default:
+		a.s.release(a.pod, fmt.Sprintf("connection %s of user %q closed", a.id.ConnID, a.id.User))
 	}
 	a.wg.Wait()
 	for _, p := range []Prepared{tty, plain} {
@@ -362,20 +369,19 @@ func (a *sessionAttachment) Run(ctx context.Context, p Process) (ExitStatus, err
 		trace = &apiTrace{}
 	}
 	var pod *Pod
+	claim := Claim{Identity: a.id, Session: a.id.ConnID + "-" + strconv.Itoa(n)}
 	donePod, err := a.s.admitPod(a.pol, a.id)
 	if err == nil {
 		defer donePod()
-		pod, err = a.s.obtain(withAPITrace(ctx, trace), a.pol, Claim{Identity: a.id, Session: a.id.ConnID + "-" + strconv.Itoa(n)}, a.progress)
+		pod, err = a.s.obtain(withAPITrace(ctx, trace), a.pol, claim, a.progress)
 	}
 	if err != nil {
 		a.s.metrics.attach.WithLabelValues(a.pol.Name, string(a.pol.Mode), "failed").Observe(a.s.since(a.id.AcceptedAt))
 		return ExitStatus{}, err
 	}
-	defer a.s.release(pod)
-	result := "cold"
-	if pod.Warm {
-		result = "warm"
-	}
+	defer a.s.release(pod, fmt.Sprintf("session %s of user %q ended", claim.Session, a.id.User))
+	result := claimResult(pod)
+	a.s.claimed(pod, claim, result)
 	// A stream of the other kind has no use: this pod serves one
 	// session. Release closes it.
 	var prep Prepared

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -25,8 +26,11 @@ func (s *Scheduler) park(id Identity, window time.Duration, pod *Pod) bool {
 	// callback and so releases it: Add on an existing key replaces the
 	// value without calling the callback, which would leave the older
 	// pod claimed for as long as this replica lives.
+	if old, ok := c.Peek(id.Key()); ok {
+		old.letGo(fmt.Sprintf("user %q parked a newer pod in its place", id.User))
+	}
 	c.Remove(id.Key())
-	c.Add(id.Key(), &parkedPod{pod: pod})
+	c.Add(id.Key(), &parkedPod{pod: pod, user: id.User, at: s.clock.Now()})
 	return true
 }
 
@@ -53,7 +57,7 @@ func (s *Scheduler) unpark(id Identity, pol Policy) *Pod {
 		return nil
 	}
 	if !s.pools.Alive(pp.pod) {
-		s.release(pp.pod)
+		s.release(pp.pod, fmt.Sprintf("user %q reconnected, but the parked pod is no longer ready", id.User))
 		return nil
 	}
 	return pp.pod
@@ -64,7 +68,27 @@ func (s *Scheduler) unpark(id Identity, pol Policy) *Pod {
 // one of them uses or releases the pod.
 type parkedPod struct {
 	pod   *Pod
+	user  string
+	at    time.Time // when it was parked
 	owned atomic.Bool
+	// why is set by whoever removes the entry on purpose (a newer pod of
+	// the same identity, shutdown), for the released pod's Event; nil
+	// for an expiry or an eviction by size.
+	why atomic.Pointer[string]
+}
+
+// letGo says why the entry is about to be removed; the first reason wins.
+func (pp *parkedPod) letGo(why string) { pp.why.CompareAndSwap(nil, &why) }
+
+// releaseReason says why a parked pod is being released.
+func (s *Scheduler) releaseReason(pp *parkedPod, window time.Duration) string {
+	if why := pp.why.Load(); why != nil {
+		return *why
+	}
+	if s.clock.Since(pp.at) >= window {
+		return fmt.Sprintf("user %q did not reconnect within %s", pp.user, window)
+	}
+	return fmt.Sprintf("more than %d pods were parked; the oldest went first", s.opts.MaxParked)
 }
 
 // parkedLocked returns the LRU for one window length, creating it on first
@@ -79,7 +103,7 @@ func (s *Scheduler) parkedLocked(window time.Duration) *expirable.LRU[string, *p
 		// owns it. It runs under the LRU's lock, so it must not take
 		// s.mu: release only starts a goroutine.
 		if pp.owned.CompareAndSwap(false, true) {
-			s.release(pp.pod)
+			s.release(pp.pod, s.releaseReason(pp, window))
 		}
 	}, window)
 	s.parked[window] = c

@@ -26,6 +26,9 @@ type Options struct {
 	// with ErrAtCapacity, so a burst cannot pile up goroutines and pod
 	// creations. Zero means no bound; a negative value lets no login wait.
 	MaxWaiting int
+	// Events records what happens to each login's pod as Kubernetes
+	// Events on it (events.go); nil records nothing.
+	Events PodEvents
 }
 
 // Scheduler turns authenticated connections into attachments: it enforces
@@ -38,6 +41,7 @@ type Scheduler struct {
 	clock   clock.WithTicker
 	log     *slog.Logger
 	metrics *metrics
+	events  PodEvents
 	opts    Options
 
 	// bg tracks releases running off the critical path; Run waits for it.
@@ -79,6 +83,7 @@ func New(pools Pools, execer Execer, clk clock.WithTicker, log *slog.Logger, reg
 	}
 	return &Scheduler{
 		pools: pools, execer: execer, clock: clk, log: log, metrics: m, opts: opts,
+		events:     OrNoPodEvents(opts.Events),
 		perProfile: map[string]int{},
 		perUser:    map[string]int{},
 		waiters:    map[string][]uint64{},
@@ -98,6 +103,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.parked = map[time.Duration]*expirable.LRU[string, *parkedPod]{}
 	s.mu.Unlock()
 	for _, c := range caches {
+		for _, pp := range c.Values() {
+			pp.letGo("podgate is shutting down")
+		}
 		c.Purge() // the eviction callback releases each pod
 	}
 	s.bg.Wait()
@@ -153,6 +161,7 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 	trace := &apiTrace{}
 	if pod := s.unpark(id, pol); pod != nil {
 		s.log.Info("reconnected to parked pod", "user", id.User, "pod", pod.Ref.Name, "conn", id.ConnID)
+		s.podEvent(pod, EventReconnected, fmt.Sprintf("user %q reconnected, connection %s", id.User, id.ConnID))
 		return newConnAttachment(s, id, pol, pod, "warm", trace, done), nil
 	}
 	pod, err := s.obtain(withAPITrace(ctx, trace), pol, Claim{Identity: id, Session: id.ConnID}, progress)
@@ -160,10 +169,8 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 		done()
 		return nil, err
 	}
-	result := "cold"
-	if pod.Warm {
-		result = "warm"
-	}
+	result := claimResult(pod)
+	s.claimed(pod, Claim{Identity: id, Session: id.ConnID}, result)
 	return newConnAttachment(s, id, pol, pod, result, trace, done), nil
 }
 
@@ -326,8 +333,29 @@ func (s *Scheduler) position(profile string, t uint64) int {
 	return n
 }
 
-// release deletes a pod off the critical path.
-func (s *Scheduler) release(pod *Pod) {
+// claimResult is warm or cold, for metrics and events.
+func claimResult(pod *Pod) string {
+	if pod.Warm {
+		return "warm"
+	}
+	return "cold"
+}
+
+// claimed records who a pod was just handed to. The recorder returns at
+// once; the Event is written after the login, in the background.
+func (s *Scheduler) claimed(pod *Pod, c Claim, result string) {
+	s.podEvent(pod, EventClaimed, fmt.Sprintf("claimed for user %q, connection %s (%s)", c.Identity.User, c.Session, result))
+}
+
+// podEvent records an Event on pod.
+func (s *Scheduler) podEvent(pod *Pod, reason EventReason, note string) {
+	s.events.PodEvent(pod.Ref, pod.UID, reason, note)
+}
+
+// release deletes a pod off the critical path; why ends the sentence
+// "released: ..." of the pod's Event.
+func (s *Scheduler) release(pod *Pod, why string) {
+	s.podEvent(pod, EventReleased, why)
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
