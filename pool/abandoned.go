@@ -108,7 +108,7 @@ func (p *Pool) settleAbandoned(now time.Time) {
 	}
 	for _, pod := range p.abandoned.settle(lookup, p.opts.ReplicaID, now) {
 		p.log.Info("deleting a pod claimed by a claim that was given up", "pod", pod.Name)
-		p.deleteInBackground(pod.Name, pod.UID)
+		p.deleteInBackground(pod.Name, pod.UID, reaped("claimed by a login that had already given up"))
 	}
 }
 

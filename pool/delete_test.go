@@ -41,8 +41,8 @@ func TestLeaderDeletesIdlePodOnlyUnchanged(t *testing.T) {
 		return false, nil, nil
 	})
 	p := newUnitPool(t, cs, prof)
-	p.deleteAsLeader(context.Background(), idle, "pool above target")
-	p.deleteAsLeader(context.Background(), released, "released")
+	p.deleteAsLeader(context.Background(), idle, reaped("pool above target"))
+	p.deleteAsLeader(context.Background(), released, reaped("released"))
 	p.bg.Wait()
 	if got := preconds["idle"]; got != idle.ResourceVersion {
 		t.Errorf("idle pod deleted with resourceVersion precondition %q, want %q", got, idle.ResourceVersion)

@@ -71,11 +71,11 @@ func (p *Pool) observeOwn(pod *corev1.Pod, prof *profile.Profile, now time.Time)
 	mine := pod.Labels[LabelOwner] == p.opts.ReplicaID
 	state := pod.Labels[LabelState]
 	ours := mine && state == StateReserved && pod.Labels[LabelRun] == p.run
-	doomed := ""
+	var doomed removal
 	if ours {
 		doomed = ownPodDoomed(pod, prof)
 	}
-	usable := ours && doomed == "" && pod.DeletionTimestamp == nil
+	usable := ours && doomed == (removal{}) && pod.DeletionTimestamp == nil
 	profName := pod.Labels[LabelProfile]
 	prepare, gone := p.reserved.observe(pod.Name, profName, pod.UID, usable, podReady(pod), now)
 	gone.closeStream()
@@ -86,16 +86,16 @@ func (p *Pool) observeOwn(pod *corev1.Pod, prof *profile.Profile, now time.Time)
 		return prepare
 	}
 	switch {
-	case doomed != "":
+	case doomed != (removal{}):
 		p.deleteOwn(pod, doomed)
 	case (state == StateReserved || state == StateClaimed) && pod.Labels[LabelRun] != "" && pod.Labels[LabelRun] != p.run:
-		p.deleteOwn(pod, "reserved or claimed by an earlier run of this replica")
+		p.deleteOwn(pod, reaped("reserved or claimed by an earlier run of replica "+p.opts.ReplicaID))
 	case state == StateClaimed && pod.Labels[LabelRun] == "":
 		// Claimed by a podgate that did not record runs: one from before
 		// this process began is an earlier run's. The claim time is this
 		// replica's own clock.
 		if at, ok := claimedAt(pod); ok && at.Before(p.started) {
-			p.deleteOwn(pod, "claimed by an earlier run of this replica")
+			p.deleteOwn(pod, reaped("claimed by an earlier run of replica "+p.opts.ReplicaID))
 		}
 	}
 	return prepare
@@ -103,11 +103,11 @@ func (p *Pool) observeOwn(pod *corev1.Pod, prof *profile.Profile, now time.Time)
 
 // deleteOwn deletes one of this replica's pods in the background, once
 // per pod until it leaves the cache.
-func (p *Pool) deleteOwn(pod *corev1.Pod, why string) {
+func (p *Pool) deleteOwn(pod *corev1.Pod, why removal) {
 	if !p.deleting.start(pod.Name) {
 		return
 	}
-	p.log.Info("deleting pod", "pod", pod.Name, "profile", pod.Labels[LabelProfile], "reason", why)
+	p.log.Info("deleting pod", "pod", pod.Name, "profile", pod.Labels[LabelProfile], "reason", why.note)
 	name, uid := pod.Name, pod.UID
 	p.background(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
@@ -115,6 +115,8 @@ func (p *Pool) deleteOwn(pod *corev1.Pod, why string) {
 		if err := p.deletePod(ctx, name, uid, ""); err != nil {
 			p.log.Warn("deleting pod", "pod", name, "err", err)
 			p.deleting.forget(name)
+			return
 		}
+		p.removed(name, uid, why)
 	})
 }

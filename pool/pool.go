@@ -104,6 +104,11 @@ type Options struct {
 	APIProbe        func(context.Context) error
 	APIProbeEvery   time.Duration // default 1s
 	APIProbeTimeout time.Duration // default 5s
+
+	// Events records why the pool deleted a pod, and which pods showed a
+	// profile degraded, as Kubernetes Events on them (podevents.go); nil
+	// records nothing.
+	Events scheduler.PodEvents
 }
 
 func (o *Options) setDefaults() {
@@ -160,6 +165,7 @@ type Pool struct {
 	clock    clock.WithTicker
 	log      *slog.Logger
 	metrics  *metrics
+	events   scheduler.PodEvents
 	opts     Options
 	// run identifies this process among the runs of its replica id.
 	run string
@@ -222,6 +228,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 	p := &Pool{
 		client: client, pods: pods, leases: leases, profiles: profiles, execer: execer,
 		clock: clk, log: log, metrics: m, opts: opts, run: hex.EncodeToString(id[:]), started: clk.Now(),
+		events:     scheduler.OrNoPodEvents(opts.Events),
 		ready:      make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		prepQueue:  workqueue.NewTyped[string](),

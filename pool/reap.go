@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,7 +32,7 @@ func (p *Pool) reap(ctx context.Context, reps replicas, now time.Time) {
 	released, _ := p.pods.GetIndexer().ByIndex(indexState, StateReleased)
 	for _, o := range released {
 		if pod, ok := o.(*corev1.Pod); ok && pod.DeletionTimestamp == nil {
-			p.deleteAsLeader(ctx, pod, "released")
+			p.deleteAsLeader(ctx, pod, reaped("its holder released it, but could not delete it"))
 		}
 	}
 	for _, name := range p.pods.GetIndexer().ListIndexFuncValues(indexProfile) {
@@ -41,7 +42,7 @@ func (p *Pool) reap(ctx context.Context, reps replicas, now time.Time) {
 		objs, _ := p.pods.GetIndexer().ByIndex(indexProfile, name)
 		for _, o := range objs {
 			if pod, ok := o.(*corev1.Pod); ok && pod.DeletionTimestamp == nil && pod.Labels[LabelState] == StateIdle {
-				p.deleteAsLeader(ctx, pod, "profile removed")
+				p.deleteAsLeader(ctx, pod, reaped(fmt.Sprintf("profile %q was removed", name)))
 			}
 		}
 	}
@@ -83,7 +84,7 @@ func (p *Pool) reapOwner(ctx context.Context, owner string, now time.Time) {
 		return
 	}
 	for _, pod := range doomed {
-		p.deleteAsLeader(ctx, pod, "owner "+owner+" is gone")
+		p.deleteAsLeader(ctx, pod, reaped("its owner, replica "+owner+", is gone (its liveness Lease lapsed)"))
 	}
 }
 
@@ -91,11 +92,11 @@ func (p *Pool) reapOwner(ctx context.Context, owner string, now time.Time) {
 // leaves the cache. An idle pod is deleted only if it is unchanged since
 // the cache saw it (a resourceVersion precondition): a replica that
 // claimed it in between keeps it, and the next pass decides again.
-func (p *Pool) deleteAsLeader(ctx context.Context, pod *corev1.Pod, why string) {
+func (p *Pool) deleteAsLeader(ctx context.Context, pod *corev1.Pod, why removal) {
 	if !p.deleting.start(pod.Name) {
 		return
 	}
-	p.log.Info("deleting pod", "pod", pod.Name, "profile", pod.Labels[LabelProfile], "reason", why)
+	p.log.Info("deleting pod", "pod", pod.Name, "profile", pod.Labels[LabelProfile], "reason", why.note)
 	name, uid, rv := pod.Name, pod.UID, ""
 	if pod.Labels[LabelState] == StateIdle {
 		rv = pod.ResourceVersion
@@ -104,9 +105,10 @@ func (p *Pool) deleteAsLeader(ctx context.Context, pod *corev1.Pod, why string) 
 		err := p.deletePod(ctx, name, uid, rv)
 		switch {
 		case err == nil:
+			p.removed(name, uid, why)
 			return
 		case apierrors.IsConflict(err):
-			p.log.Info("not deleting pod: it changed since", "pod", name, "reason", why)
+			p.log.Info("not deleting pod: it changed since", "pod", name, "reason", why.note)
 		default:
 			p.log.Warn("deleting pod", "err", err)
 		}

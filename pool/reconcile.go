@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -62,7 +63,7 @@ type view struct {
 
 type doomed struct {
 	pod *corev1.Pod
-	why string
+	why removal
 }
 
 // sync updates metrics, gives back this replica's surplus reserved pods,
@@ -148,12 +149,13 @@ func (p *Pool) view(prof *profile.Profile, reps replicas, now time.Time) view {
 			v.readyIdle++
 		}
 		why := p.doomedBecause(prof, pod, ready, now)
+		kept := why == removal{}
 		switch {
-		case why != "" && state == StateIdle:
+		case !kept && state == StateIdle:
 			v.doomed = append(v.doomed, doomed{pod, why})
-		case why != "" && owner == p.opts.ReplicaID && pod.Labels[LabelRun] == p.run:
+		case !kept && owner == p.opts.ReplicaID && pod.Labels[LabelRun] == p.run:
 			v.own = append(v.own, doomed{pod, why})
-		case why != "":
+		case !kept:
 			// Another live replica's: it deletes it; the leader counts
 			// it no more, so its replacement starts now.
 		case state == StateReserved:
@@ -161,7 +163,7 @@ func (p *Pool) view(prof *profile.Profile, reps replicas, now time.Time) view {
 		default:
 			v.unreserved = append(v.unreserved, pod)
 		}
-		if why == "" && !ready {
+		if kept && !ready {
 			v.starting++
 		}
 	}
@@ -179,21 +181,22 @@ func (p *Pool) view(prof *profile.Profile, reps replicas, now time.Time) view {
 	return v
 }
 
-// doomedBecause says why a spare pod must be replaced, or "".
-func (p *Pool) doomedBecause(prof *profile.Profile, pod *corev1.Pod, ready bool, now time.Time) string {
+// doomedBecause says why a spare pod must be replaced, or returns the zero
+// removal.
+func (p *Pool) doomedBecause(prof *profile.Profile, pod *corev1.Pod, ready bool, now time.Time) removal {
 	age := now.Sub(pod.CreationTimestamp.Time)
 	switch f, bad := podFailure(pod); {
 	case pod.Labels[LabelHash] != prof.Hash:
-		return "template changed"
+		return reaped(fmt.Sprintf("profile %q has a new template", prof.Name))
 	case bad:
-		return f.Reason
+		return cannotStart(prof.Name, f, pod)
 	case !ready && age > p.opts.ReadyTimeout:
 		p.demand.recordFailure(prof, pod, failTimeout, now)
-		return ReasonReadinessTimeout
+		return cannotStart(prof.Name, failTimeout, pod)
 	case p.opts.MaxIdleAge > 0 && age > p.opts.MaxIdleAge:
-		return "idle too long"
+		return reaped(fmt.Sprintf("idle for longer than %s (PODGATE_POOL_MAX_IDLE_AGE)", p.opts.MaxIdleAge))
 	}
-	return ""
+	return removal{}
 }
 
 // inFlight is what the leader asked for and its cache does not show yet.
@@ -275,7 +278,7 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, pl 
 			keep = min(sp.Unreserved, pl.target)
 		}
 		for _, pod := range v.unreserved[:max(0, min(surplus, len(v.unreserved)-keep))] {
-			p.deleteAsLeader(ctx, pod, "pool above target")
+			p.deleteAsLeader(ctx, pod, reaped(fmt.Sprintf("profile %q has more spare pods than its target of %d", prof.Name, pl.target)))
 		}
 	}
 }

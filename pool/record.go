@@ -97,7 +97,9 @@ func (p *Pool) recordClaim(ctx context.Context, prof *profile.Profile, rp *reser
 	p.metrics.recordFailures.WithLabelValues(prof.Name, reason).Inc()
 	p.log.Warn("claim record failed; ending the session and deleting the pod",
 		"pod", rp.name, "profile", prof.Name, "user", c.Identity.User, "conn", c.Identity.ConnID, "reason", reason, "err", err)
-	p.deleteInBackground(rp.name, rp.uid)
+	p.deleteInBackground(rp.name, rp.uid, removal{scheduler.EventClaimRecordFailed, fmt.Sprintf(
+		"the claim for user %q, connection %s, could not be recorded (%s: the pod was no longer this replica's); the session was ended and the pod is deleted",
+		c.Identity.User, c.Identity.ConnID, reason)})
 	return &scheduler.Refusal{
 		Err:    fmt.Errorf("recording the claim of pod %q (%s): %w: %w: %w", rp.name, reason, err, errRecordFailed, scheduler.ErrPodGone),
 		Reason: "your pod was taken back before your session started, please reconnect",
@@ -194,7 +196,7 @@ func (p *Pool) giveBack(pods []*reservedPod) {
 			}
 			if err != nil && !apierrors.IsNotFound(err) {
 				p.log.Info("giving a reserved pod back failed; deleting it", "pod", rp.name, "err", err)
-				p.deleteInBackground(rp.name, rp.uid)
+				p.deleteInBackground(rp.name, rp.uid, reaped("replica "+p.opts.ReplicaID+" held more than its share, and giving the pod back to the pool failed"))
 			}
 		})
 	}
@@ -204,14 +206,14 @@ func (p *Pool) giveBack(pods []*reservedPod) {
 }
 
 // ownPodDoomed reports why this run's reserved pod must go, or "".
-func ownPodDoomed(pod *corev1.Pod, prof *profile.Profile) string {
+func ownPodDoomed(pod *corev1.Pod, prof *profile.Profile) removal {
 	switch f, bad := podFailure(pod); {
 	case prof == nil:
-		return "profile removed"
+		return reaped(fmt.Sprintf("profile %q was removed", pod.Labels[LabelProfile]))
 	case pod.Labels[LabelHash] != prof.Hash:
-		return "template changed"
+		return reaped(fmt.Sprintf("profile %q has a new template", prof.Name))
 	case bad:
-		return f.Reason
+		return cannotStart(prof.Name, f, pod)
 	}
-	return ""
+	return removal{}
 }

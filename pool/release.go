@@ -56,15 +56,17 @@ func (p *Pool) deletePod(ctx context.Context, name string, uid types.UID, rv str
 	return fmt.Errorf("deleting pod %q: %w", name, err)
 }
 
-// deleteInBackground deletes a pod off the caller's critical path; Run
-// waits for it before returning.
-func (p *Pool) deleteInBackground(name string, uid types.UID) {
+// deleteInBackground deletes a pod off the caller's critical path, and
+// records why on it once deleted; Run waits for it before returning.
+func (p *Pool) deleteInBackground(name string, uid types.UID, why removal) {
 	p.background(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := p.deletePod(ctx, name, uid, ""); err != nil {
 			p.log.Warn("deleting pod", "pod", name, "err", err)
+			return
 		}
+		p.removed(name, uid, why)
 	})
 }
 
@@ -85,7 +87,7 @@ func (p *Pool) recycle(own *corev1.Pod, created time.Time) {
 	}
 	if err != nil {
 		p.log.Warn("giving a cold pod to the pool", "pod", own.Name, "err", err)
-		p.deleteInBackground(own.Name, own.UID)
+		p.deleteInBackground(own.Name, own.UID, reaped("its login was served by another pod, and giving this one to the pool failed"))
 	}
 }
 

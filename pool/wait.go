@@ -430,7 +430,13 @@ func (p *Pool) endWait(w *waiter) {
 	own, state := w.own, w.state
 	p.queue.mu.Unlock()
 	if own != nil && state != waitServed {
-		p.deleteInBackground(own.Name, own.UID)
+		why := reaped("created for a login that stopped waiting for it")
+		if cur, ok := p.cachedPod(own.Name); ok && cur.UID == own.UID {
+			if f, bad := podFailure(cur); bad {
+				why = cannotStart(w.prof.Name, f, cur)
+			}
+		}
+		p.deleteInBackground(own.Name, own.UID, why)
 	}
 	p.queue.leave(w)
 }
