@@ -45,6 +45,11 @@ func rbacMatrix(ns namespaces) []access {
 		{"update", "leases.coordination.k8s.io", "", guestNS, true},
 		{"create", "events", "", guestNS, true},
 		{"list", "events", "", guestNS, true},
+		// Events on guest pods go through client-go's events.k8s.io
+		// recorder, which creates them and patches a repeated one into a
+		// series.
+		{"create", "events.events.k8s.io", "", guestNS, true},
+		{"patch", "events.events.k8s.io", "", guestNS, true},
 		// Its host key: get by name; create cannot be limited by name (the
 		// design's one exception, documented in rbac.yaml).
 		{"get", "secrets/podgate-hostkey", "", podgateNS, true},

@@ -15,6 +15,7 @@ import (
 	"github.com/caarlos0/env/v11"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/podgate/podgate/kube"
 	"github.com/podgate/podgate/scheduler"
 )
 
@@ -218,12 +219,13 @@ const HomeNone = "none"
 // OpsConfig configures what operators see: logs, the audit trail, metrics and
 // health, and shutdown.
 type OpsConfig struct {
-	MetricsAddr   string        `env:"METRICS_ADDR" envDefault:"127.0.0.1:9090" check:"hostport" desc:"Address of the HTTP server for /metrics, /healthz and /readyz, as host:port."`
-	LogFormat     LogFormat     `env:"LOG_FORMAT" envDefault:"text" enum:"text|json" desc:"Format of the operator log on standard error."`
-	LogLevel      LogLevel      `env:"LOG_LEVEL" envDefault:"info" enum:"debug|info|warn|error" desc:"Least severe operator log level written."`
-	AuditLog      string        `env:"AUDIT_LOG" envDefault:"stdout" desc:"Where audit events (logins, sessions, pods) go as JSON lines: stdout, a file path to append to, or off."`
-	Pprof         bool          `env:"PPROF" envDefault:"false" desc:"Serve Go's /debug/pprof/ profiles (goroutines, heap, CPU) on the metrics address, for diagnosing leaks and slowness; keep the metrics address private when on."`
-	DrainDeadline time.Duration `env:"DRAIN_DEADLINE" envDefault:"1m" min:"0s" desc:"On shutdown, how long open sessions may finish before they are closed; keep it below the pod's termination grace period."`
+	MetricsAddr   string          `env:"METRICS_ADDR" envDefault:"127.0.0.1:9090" check:"hostport" desc:"Address of the HTTP server for /metrics, /healthz and /readyz, as host:port."`
+	LogFormat     LogFormat       `env:"LOG_FORMAT" envDefault:"text" enum:"text|json" desc:"Format of the operator log on standard error."`
+	LogLevel      LogLevel        `env:"LOG_LEVEL" envDefault:"info" enum:"debug|info|warn|error" desc:"Least severe operator log level written."`
+	AuditLog      string          `env:"AUDIT_LOG" envDefault:"stdout" desc:"Where audit events (logins, sessions, pods) go as JSON lines: stdout, a file path to append to, or off."`
+	Pprof         bool            `env:"PPROF" envDefault:"false" desc:"Serve Go's /debug/pprof/ profiles (goroutines, heap, CPU) on the metrics address, for diagnosing leaks and slowness; keep the metrics address private when on."`
+	DrainDeadline time.Duration   `env:"DRAIN_DEADLINE" envDefault:"1m" min:"0s" desc:"On shutdown, how long open sessions may finish before they are closed; keep it below the pod's termination grace period."`
+	PodEvents     kube.EventLevel `env:"POD_EVENTS" envDefault:"pool" enum:"off|pool|all" desc:"Kubernetes Events podgate records on guest pods, for kubectl describe pod: pool (pods the pool deleted and why, pods that show a profile degraded), all (also every login's claim, park, reconnect and release: up to two more API writes per login, from the same request budget), or off."`
 }
 
 // VarError is one problem with one environment variable. Its message names

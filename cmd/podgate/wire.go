@@ -48,6 +48,7 @@ type app struct {
 	sched     *scheduler.Scheduler
 	guest     *guestcheck.Checker
 	records   *recording.Dir // nil when sessions are not recorded
+	events    *kube.Events
 }
 
 // wire builds every component from cfg, with one shared client (and so one
@@ -150,6 +151,9 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	if err != nil {
 		return nil, err
 	}
+	// One recorder for the process: Events on guest pods, written in the
+	// background through the shared client.
+	a.events = kube.NewEvents(cs.EventsV1(), cfg.Ops.PodEvents, eventsFlushTimeout, log)
 	a.pool, err = pool.New(cs, podInf, leaseInf, a.store, execer, clk, log, reg, pool.Options{
 		Namespace: ns, ReplicaID: a.replica,
 		LivenessLeaseDuration: cfg.Pool.LeaseDuration, LeaderLeaseDuration: cfg.Pool.LeaseDuration,
@@ -162,6 +166,7 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 			_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 			return err
 		},
+		Events: a.events,
 	})
 	if err != nil {
 		return nil, err
@@ -177,7 +182,7 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	if maxWaiting == 0 {
 		maxWaiting = -1
 	}
-	if a.sched, err = scheduler.New(a.pool, execer, clk, log, reg, scheduler.Options{MaxWaiting: maxWaiting}); err != nil {
+	if a.sched, err = scheduler.New(a.pool, execer, clk, log, reg, scheduler.Options{MaxWaiting: maxWaiting, Events: a.events}); err != nil {
 		return nil, err
 	}
 
@@ -238,8 +243,12 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	return a, nil
 }
 
+// eventsFlushTimeout bounds how long shutdown waits for Events still
+// being written.
+const eventsFlushTimeout = 5 * time.Second
+
 // start runs the informers and the long-lived components until ctx ends.
-func (a *app) start(ctx context.Context) error {
+func (a *app) start(ctx context.Context) (err error) {
 	for _, f := range a.factories {
 		f.Start(ctx.Done())
 	}
@@ -247,6 +256,16 @@ func (a *app) start(ctx context.Context) error {
 		for _, f := range a.factories {
 			f.Shutdown()
 		}
+	}()
+	// The event recorder outlives the components that record Events, so
+	// that the last of them (pods released at shutdown) are written: it
+	// stops, flushing, only once they have all returned.
+	eventsCtx, stopEvents := context.WithCancel(context.Background())
+	eventsDone := make(chan error, 1)
+	go func() { eventsDone <- a.events.Run(eventsCtx) }()
+	defer func() {
+		stopEvents()
+		err = errors.Join(err, <-eventsDone)
 	}()
 	// The first component to fail stops the others, so that podgate
 	// exits instead of serving with, say, no pool leader.
