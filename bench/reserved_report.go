@@ -32,8 +32,9 @@ func reservedTargets(b *strings.Builder, res *Results) {
 		p("| API requests on a warm login's critical path (podgate_attach_api_requests: requests made with the login's context between accept and first output) | 0 | %.0f in %.0f logins; %.0f logins waited for any | %s |", a.Requests, a.Logins, a.Waited, verdict(a.Requests == 0))
 		writes := a.Writes["pods create"] + a.Writes["pods patch"]
 		n := float64(len(res.Warm.Samples))
-		p("| API writes per warm login (pod creates and patches over the run ÷ logins: the claim record and the refill) | ≤ 2 | %.2f (%.0f patches, %.0f creates; also %.2f deletes per login at logout and %.0f Lease updates in %s) | %s |",
-			writes/n, a.Writes["pods patch"], a.Writes["pods create"], a.Writes["pods delete"]/n, a.Writes["leases update"], fms(res.Warm.Wall), verdict(writes/n <= 2))
+		events := a.Writes["events create"] + a.Writes["events patch"]
+		p("| API writes per warm login (pod creates and patches over the run ÷ logins: the claim record and the refill) | ≤ 2 | %.2f (%.0f patches, %.0f creates; also %.2f deletes per login at logout, %.2f Event writes per login and %.0f Lease updates in %s) | %s |",
+			writes/n, a.Writes["pods patch"], a.Writes["pods create"], a.Writes["pods delete"]/n, events/n, a.Writes["leases update"], fms(res.Warm.Wall), verdict(writes/n <= 2))
 	}
 	for _, f := range res.Reserved.Replicas {
 		if f.Prepared2 <= f.Prepared {
