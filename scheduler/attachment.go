@@ -309,7 +309,8 @@ func (a *connAttachment) Close() error {
 	case !a.s.pools.Alive(a.pod):
 		a.s.release(a.pod, fmt.Sprintf("connection %s of user %q closed; the pod is no longer ready", a.id.ConnID, a.id.User))
 	case a.s.park(a.id, a.pol.ReconnectWindow, a.pod):
-		a.s.podEvent(a.pod, EventParked, fmt.Sprintf("connection %s closed; kept for user %q to reconnect within %s", a.id.ConnID, a.id.User, a.pol.ReconnectWindow))
+		// No connection id, as for Reconnected: repeats form a series.
+		a.s.podEvent(a.pod, EventParked, fmt.Sprintf("kept for user %q to reconnect within %s", a.id.User, a.pol.ReconnectWindow))
 	default:
 		a.s.release(a.pod, fmt.Sprintf("connection %s of user %q closed", a.id.ConnID, a.id.User))
 	}

@@ -15,7 +15,10 @@ package scheduler
 type EventReason string
 
 // The reasons. Notes are short and carry no secrets: a user's name and
-// connection id, never keys, passwords or the client's address.
+// connection id, never keys, passwords or the client's address. client-go
+// folds a repeat of one reason on one pod into a series of the first
+// Event, whatever the repeat's note says, so a reason that can repeat on a
+// pod (Parked, Reconnected) has a note that holds for every repeat.
 const (
 	// EventClaimed: a login took the pod (warm or cold); the note names
 	// the podgate user and the connection (or session) id.

@@ -77,9 +77,9 @@ func TestEventsParkReconnectShutdown(t *testing.T) {
 	shutdown(s)
 	wantEvents(t, ev,
 		`pod-1/uid-1 Claimed: claimed for user "alice", connection c-alice (warm)`,
-		`pod-1/uid-1 Parked: connection c-alice closed; kept for user "alice" to reconnect within 1h0m0s`,
-		`pod-1/uid-1 Reconnected: user "alice" reconnected, connection c-alice`,
-		`pod-1/uid-1 Parked: connection c-alice closed; kept for user "alice" to reconnect within 1h0m0s`,
+		`pod-1/uid-1 Parked: kept for user "alice" to reconnect within 1h0m0s`,
+		`pod-1/uid-1 Reconnected: user "alice" reconnected`,
+		`pod-1/uid-1 Parked: kept for user "alice" to reconnect within 1h0m0s`,
 		`pod-1/uid-1 Released: podgate is shutting down`,
 	)
 }

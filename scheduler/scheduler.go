@@ -161,7 +161,10 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 	trace := &apiTrace{}
 	if pod := s.unpark(id, pol); pod != nil {
 		s.log.Info("reconnected to parked pod", "user", id.User, "pod", pod.Ref.Name, "conn", id.ConnID)
-		s.podEvent(pod, EventReconnected, fmt.Sprintf("user %q reconnected, connection %s", id.User, id.ConnID))
+		// No connection id: a pod parked and taken back again records
+		// a series of one Event (client-go folds repeats regardless of
+		// their notes), so the note must hold for every repeat.
+		s.podEvent(pod, EventReconnected, fmt.Sprintf("user %q reconnected", id.User))
 		return newConnAttachment(s, id, pol, pod, "warm", trace, done), nil
 	}
 	pod, err := s.obtain(withAPITrace(ctx, trace), pol, Claim{Identity: id, Session: id.ConnID}, progress)
