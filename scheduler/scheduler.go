@@ -167,13 +167,14 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 		s.podEvent(pod, EventReconnected, fmt.Sprintf("user %q reconnected", id.User))
 		return newConnAttachment(s, id, pol, pod, "warm", trace, done), nil
 	}
-	pod, err := s.obtain(withAPITrace(ctx, trace), pol, Claim{Identity: id, Session: id.ConnID}, progress)
+	claim := Claim{Identity: id, Session: id.ConnID}
+	pod, err := s.obtain(withAPITrace(ctx, trace), pol, claim, progress)
 	if err != nil {
 		done()
 		return nil, err
 	}
 	result := claimResult(pod)
-	s.claimed(pod, Claim{Identity: id, Session: id.ConnID}, result)
+	s.claimed(pod, claim, result)
 	return newConnAttachment(s, id, pol, pod, result, trace, done), nil
 }
 
