@@ -88,12 +88,15 @@ func TestReapedEventOnlyOnceDeleted(t *testing.T) {
 func TestDoomedBecause(t *testing.T) {
 	prof := unitProfile(t)
 	p := newUnitPool(t, fake.NewClientset(), prof)
+	p.opts.MaxIdleAge = 24 * time.Hour
 	now := p.clock.Now()
 	fresh := idleReadyPod("fresh", prof)
 	fresh.CreationTimestamp = metav1.NewTime(now.Add(-time.Minute))
 	old := fresh.DeepCopy()
+	old.Name = "old"
 	old.CreationTimestamp = metav1.NewTime(now.Add(-25 * time.Hour))
 	stale := fresh.DeepCopy()
+	stale.Name = "stale"
 	stale.Labels[LabelHash] = "older"
 	unpullable := waitingPod("unpullable", "ImagePullBackOff", `Back-off pulling image "localhost/missing:never"`, fresh)
 	crashing := waitingPod("crashing", "CrashLoopBackOff", "back-off 10s restarting failed container", fresh)
