@@ -13,7 +13,7 @@ KUBECTL ?= $(shell k=$(KUBECTL_CACHED); [ -x "$$k" ] && echo "$$k" || command -v
 KUBECTL_ENV := KUBECONFIG=$${KUBECONFIG:-/var/lib/podgate-localcluster/admin.kubeconfig}
 export PATH := $(shell go env GOPATH)/bin:$(PATH)
 
-.PHONY: all build deps hostcheck test test-unit lint fmt vet staticcheck cluster-up cluster-down cluster-status cluster-check run bench chaos image deploy rules-test clean
+.PHONY: all build deps hostcheck test test-unit lint fmt vet staticcheck cluster-up cluster-kwok cluster-down cluster-status cluster-check run bench chaos image deploy rules-test clean
 
 all: build
 
@@ -37,9 +37,13 @@ deps:
 hostcheck:
 	./hack/deps.sh check
 
-## cluster-up: bring up the local single-node cluster (builds binaries and images once)
+## cluster-up: bring up the local single-node cluster (builds binaries and images once); KWOK_NODES=100 adds KWOK with 100 fake nodes
 cluster-up: bin/localcluster
-	$(LC) up
+	$(LC) up $(if $(KWOK_NODES),-kwok-nodes $(KWOK_NODES))
+
+## cluster-kwok: give the running local cluster exactly KWOK_NODES fake nodes (KWOK started if needed; KWOK_NODES=0 removes them and KWOK)
+cluster-kwok: bin/localcluster
+	$(LC) kwok -nodes $(or $(KWOK_NODES),0)
 
 ## cluster-down: stop the local cluster and remove everything it created
 cluster-down: bin/localcluster

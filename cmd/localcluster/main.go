@@ -1,7 +1,13 @@
 // Command localcluster brings up, inspects and tears down podgate's real
 // single-node Kubernetes cluster on this machine (see package localcluster).
 //
-//	localcluster up [-reuse]   build what is missing, start, wait for node Ready
+//	localcluster up [-reuse] [-kwok-nodes N]
+//	                           build what is missing, start, wait for node Ready;
+//	                           with -kwok-nodes, also KWOK with N fake nodes
+//	                           (added to a running cluster with -reuse)
+//	localcluster kwok -nodes N give the running cluster exactly N fake nodes
+//	                           (KWOK started if needed); -nodes 0 removes them
+//	                           and stops KWOK
 //	localcluster down          stop and remove everything, even after a SIGKILL
 //	localcluster status        kubeconfig path, node state, images
 //	localcluster kubeconfig    print the admin kubeconfig path
@@ -43,8 +49,10 @@ func run() error {
 	reuse := fs.Bool("reuse", false, "with up: succeed if a cluster is already running")
 	maxDown := fs.Duration("max-down", localcluster.DefaultMaxDown, "with component stop: the supervisor starts the daemon again after this long")
 	direct := fs.Bool("direct", false, "with component stop: stop the daemon from this process when the supervisor serves no control socket")
+	kwokNodes := fs.Int("kwok-nodes", 0, "with up: also run KWOK with this many fake nodes")
+	nodes := fs.Int("nodes", -1, "with kwok: the number of fake nodes the cluster should have (0 removes KWOK)")
 	if len(os.Args) < 2 {
-		return errors.New("usage: localcluster up|down|status|kubeconfig|component [flags]")
+		return errors.New("usage: localcluster up|down|status|kubeconfig|component|kwok [flags]")
 	}
 	verb, args := os.Args[1], os.Args[2:]
 	var compVerb, compName string
@@ -62,6 +70,7 @@ func run() error {
 		CacheDir:  *cache,
 		SourceDir: *source,
 		Log:       slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		KWOKNodes: *kwokNodes,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -71,9 +80,14 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		err = o.Up(ctx, []string{self, "serve", "-state", *state, "-cache", *cache, "-source", *source})
+		err = o.Up(ctx, []string{self, "serve", "-state", *state, "-cache", *cache, "-source", *source, "-kwok-nodes", fmt.Sprint(*kwokNodes)})
 		if errors.Is(err, localcluster.ErrRunning) && *reuse {
 			fmt.Println("a local cluster is already running; reusing it")
+			if *kwokNodes > 0 {
+				if err := o.KWOK(ctx, *kwokNodes); err != nil {
+					return err
+				}
+			}
 			fmt.Printf("export KUBECONFIG=%s\n", o.Kubeconfig())
 			return nil
 		}
@@ -98,6 +112,15 @@ func run() error {
 	case "kubeconfig":
 		fmt.Println(o.Kubeconfig())
 		return nil
+	case "kwok":
+		if *nodes < 0 {
+			return errors.New("usage: localcluster kwok -nodes N (0 removes the fake nodes and stops KWOK)")
+		}
+		if err := o.KWOK(ctx, *nodes); err != nil {
+			return err
+		}
+		fmt.Printf("fake nodes: %d\n", *nodes)
+		return nil
 	case "component":
 		switch compVerb {
 		case "stop":
@@ -107,7 +130,7 @@ func run() error {
 		}
 		return fmt.Errorf("unknown component command %q (want stop or start)", compVerb)
 	}
-	return fmt.Errorf("unknown command %q (want up, down, status, kubeconfig or component)", verb)
+	return fmt.Errorf("unknown command %q (want up, down, status, kubeconfig, component or kwok)", verb)
 }
 
 // defaultSource finds internal/testenv/localcluster next to this command's source, which

@@ -20,7 +20,7 @@ import (
 // the state directory.
 var daemonNames = map[string]bool{
 	"etcd": true, "kube-apiserver": true, "kube-controller-manager": true,
-	"kube-scheduler": true, "kube-proxy": true, "kubelet": true, "kube-router": true,
+	"kube-scheduler": true, "kube-proxy": true, "kubelet": true, "kube-router": true, "kwok": true,
 	"containerd": true, "containerd-shim-runc-v2": true,
 	// A supervisor whose daemons were killed under it.
 	"localcluster": true,
@@ -50,6 +50,8 @@ func (o Options) cleanup(removeState bool) (Leftovers, error) {
 	var errs []error
 	l.PodProcesses = killCgroupTasks()
 	l.Processes = o.killDaemons()
+	// KWOK's execs: processes of fake pods, in KWOK's cgroup.
+	l.PodProcesses += killKWOKCgroup()
 	// Pod processes may have been restarted by a shim that was still alive
 	// during the first pass.
 	l.PodProcesses += killCgroupTasks()

@@ -9,6 +9,12 @@ import (
 type component struct {
 	name string
 	cmd  func() *exec.Cmd
+	// afterStart, if set, runs as soon as the process has started (KWOK
+	// joins its cgroup); its error fails the start.
+	afterStart func(pid int) error
+	// afterStop, if set, runs once the process has exited (KWOK's execs
+	// that outlive it are killed).
+	afterStop func()
 }
 
 // components returns the daemons in start order. Start waits between
@@ -116,6 +122,8 @@ func (o Options) components(ip net.IP) map[string]component {
 		"health-port", kubeRouterHealthPort,
 		"metrics-port", "0",
 	)...)
+	// KWOK is optional: only started on request (see kwokcontrol.go).
+	c["kwok"] = component{name: "kwok", cmd: o.kwokCommand, afterStart: joinKWOKCgroup, afterStop: func() { killKWOKCgroup() }}
 	return c
 }
 

@@ -18,6 +18,7 @@ import (
 //
 //	stop NAME [MAXDOWN]   stop NAME; restart it on its own after MAXDOWN
 //	start NAME            start NAME again and wait until it is ready
+//	remove NAME           stop an optional daemon (KWOK) for good
 //
 // The answer is "ok" or "error: <reason>". A stopped daemon stays stopped
 // (the supervisor does not treat its exit as a failure) until it is started
@@ -38,12 +39,21 @@ var controllable = map[string]string{
 	"kube-scheduler":          "",
 	"kube-proxy":              "",
 	"kube-router":             KubeRouterHealthURL,
+	"kwok":                    KWOKHealthURL,
 }
+
+// optional names the daemons a cluster runs only on request; start starts
+// one, and remove stops it with no restart.
+var optional = map[string]bool{"kwok": true}
+
+// unknownComponent starts the answer of a supervisor that does not know a
+// daemon (one that predates it); see KWOK.
+const unknownComponent = "unknown component"
 
 // Components lists the daemons that StopComponent and StartComponent
 // accept.
 func Components() []string {
-	return []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kube-router"}
+	return []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kube-router", "kwok"}
 }
 
 // DefaultMaxDown bounds how long a stopped daemon stays down when the
@@ -53,7 +63,7 @@ const DefaultMaxDown = 2 * time.Minute
 
 // request is one parsed control line.
 type request struct {
-	verb    string // stop or start
+	verb    string // stop, start or remove
 	name    string
 	maxDown time.Duration // stop only; 0 means DefaultMaxDown
 }
@@ -66,9 +76,10 @@ func parseRequest(line string) (request, error) {
 	}
 	r := request{verb: f[0], name: f[1]}
 	if _, ok := controllable[r.name]; !ok {
-		return request{}, fmt.Errorf("unknown component %q (want one of %s)", r.name, strings.Join(Components(), ", "))
+		return request{}, fmt.Errorf("%s %q (want one of %s)", unknownComponent, r.name, strings.Join(Components(), ", "))
 	}
 	switch {
+	case r.verb == "remove" && len(f) == 2 && optional[r.name]:
 	case r.verb == "start" && len(f) == 2:
 	case r.verb == "stop" && len(f) == 2:
 	case r.verb == "stop" && len(f) == 3:
@@ -78,7 +89,7 @@ func parseRequest(line string) (request, error) {
 		}
 		r.maxDown = d
 	default:
-		return request{}, fmt.Errorf("want \"stop NAME [MAXDOWN]\" or \"start NAME\", got %q", line)
+		return request{}, fmt.Errorf("want \"stop NAME [MAXDOWN]\", \"start NAME\" or \"remove OPTIONAL\", got %q", line)
 	}
 	return r, nil
 }
@@ -120,7 +131,7 @@ func (o Options) StartComponent(ctx context.Context, name string) error {
 // control sends one request to the supervisor and waits for its answer.
 func (o Options) control(ctx context.Context, r request) error {
 	if _, ok := controllable[r.name]; !ok {
-		return fmt.Errorf("unknown component %q (want one of %s)", r.name, strings.Join(Components(), ", "))
+		return fmt.Errorf("%s %q (want one of %s)", unknownComponent, r.name, strings.Join(Components(), ", "))
 	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", o.controlPath())

@@ -43,6 +43,11 @@ func (o Options) Up(ctx context.Context, serveArgv []string) error {
 	if err := o.EnsureImages(ctx); err != nil {
 		return err
 	}
+	if o.KWOKNodes > 0 {
+		if err := o.EnsureKWOKBinary(ctx); err != nil {
+			return err
+		}
+	}
 	logPath := o.StateDir + ".log"
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -148,6 +153,9 @@ func (o Options) Status(ctx context.Context, w io.Writer) error {
 		for _, im := range n.Status.Images {
 			fmt.Fprintf(w, "  %s (%d MB)\n", strings.Join(im.Names, ", "), im.SizeBytes>>20)
 		}
+	}
+	if line := o.kwokStatus(ctx, cs); line != "" {
+		fmt.Fprintln(w, line)
 	}
 	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err == nil {

@@ -2,7 +2,8 @@
 // this machine for podgate's tests, benchmarks and `make run`: etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, a
 // kubelet driving containerd and runc, and kube-router's firewall, which
-// enforces NetworkPolicy, with locally built guest images.
+// enforces NetworkPolicy, with locally built guest images; optionally KWOK,
+// which simulates many more nodes (see kwok.go).
 //
 // Everything comes from the Go module proxy (the Kubernetes and etcd
 // binaries, built once and cached by version) and Debian packages
@@ -73,6 +74,9 @@ type Options struct {
 	SourceDir string
 	// Log receives progress for the person running the harness.
 	Log *slog.Logger
+	// KWOKNodes, when positive, makes Up start KWOK with this many fake
+	// nodes (see kwok.go); zero runs the cluster without KWOK.
+	KWOKNodes int
 }
 
 // DefaultCacheDir is $XDG_CACHE_HOME/podgate, or ~/.cache/podgate.

@@ -19,6 +19,9 @@ type proc struct {
 	// deliberate is set before a control request stops the daemon, so
 	// that its exit is not reported as a failure.
 	deliberate atomic.Bool
+	// afterStop is the component's hook, run by stop once the process
+	// has exited.
+	afterStop func()
 }
 
 func (o Options) start(c component) (*proc, error) {
@@ -35,7 +38,15 @@ func (o Options) start(c component) (*proc, error) {
 		f.Close()
 		return nil, fmt.Errorf("starting %s: %w", c.name, err)
 	}
-	p := &proc{name: c.name, cmd: cmd, done: make(chan struct{})}
+	p := &proc{name: c.name, cmd: cmd, done: make(chan struct{}), afterStop: c.afterStop}
+	if c.afterStart != nil {
+		if err := c.afterStart(cmd.Process.Pid); err != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+			f.Close()
+			return nil, fmt.Errorf("starting %s: %w", c.name, err)
+		}
+	}
 	go func() {
 		p.err = cmd.Wait()
 		f.Close()
@@ -47,8 +58,12 @@ func (o Options) start(c component) (*proc, error) {
 	return p, nil
 }
 
-// stop sends SIGTERM, waits up to grace, then SIGKILLs the process group.
+// stop sends SIGTERM, waits up to grace, then SIGKILLs the process group,
+// and runs the component's afterStop hook.
 func (p *proc) stop(grace time.Duration) {
+	if p.afterStop != nil {
+		defer p.afterStop()
+	}
 	select {
 	case <-p.done:
 		return

@@ -157,6 +157,11 @@ func (o Options) Serve(ctx context.Context, lockFile *os.File) error {
 	if err := o.waitHTTP(ctx, d.list(), controllable["kube-router"]); err != nil {
 		return fmt.Errorf("waiting for kube-router: %w", err)
 	}
+	if o.KWOKNodes > 0 {
+		if err := o.startKWOKServed(ctx, start, d.list, o.KWOKNodes); err != nil {
+			return fmt.Errorf("starting KWOK: %w", err)
+		}
+	}
 	o.Log.Info("cluster ready", "after", time.Since(t0).Round(time.Millisecond), "kubeconfig", o.Kubeconfig())
 	if err := writeFile(o.readyPath(), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return err

@@ -148,6 +148,8 @@ func (o Options) handleControl(ctx context.Context, c net.Conn, d *daemons, comp
 			err = o.stopDaemon(ctx, d, comps, r.name, r.maxDown)
 		case "start":
 			err = o.startDaemon(ctx, d, comps, r.name)
+		case "remove":
+			err = o.removeDaemon(d, r.name)
 		}
 	}
 	if err != nil {
@@ -181,6 +183,22 @@ func (o Options) stopDaemon(ctx context.Context, d *daemons, comps map[string]co
 		}
 	}))
 	o.Log.Info("daemon stopped on request", "name", name, "maxDown", maxDown)
+	return nil
+}
+
+// removeDaemon stops an optional daemon with no restart; removing one that
+// is not running succeeds.
+func (o Options) removeDaemon(d *daemons, name string) error {
+	d.op.Lock()
+	defer d.op.Unlock()
+	d.setTimer(name, nil)
+	p := d.get(name)
+	if p == nil {
+		return nil
+	}
+	p.deliberate.Store(true)
+	p.stop(10 * time.Second)
+	o.Log.Info("optional daemon removed on request", "name", name)
 	return nil
 }
 
