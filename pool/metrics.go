@@ -20,6 +20,9 @@ type metrics struct {
 	recordFailures   *prometheus.CounterVec
 	createFailures   *prometheus.CounterVec
 	podStart         *prometheus.HistogramVec
+	// syncPass is the time of one sync pass (see Pool.sync), by role: the
+	// leader's pass also replenishes, shrinks and reaps.
+	syncPass *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -69,9 +72,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from creating a cold pod (for a waiting user) to it being Ready, whether that user or, after a handoff, the pool gets it.",
 			Buckets: []float64{0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120},
 		}, []string{"profile"}),
+		syncPass: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "podgate_pool_sync_duration_seconds",
+			Help: "Time of one pool sync pass over every profile's pods, by role (leader: it also creates, deletes and reaps; follower: gauges only). It runs after pod events and every second.",
+			// Microseconds for a few pods; a pass that scans thousands
+			// of pods may take milliseconds.
+			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1},
+		}, []string{"role"}),
 	}
 	for _, c := range []prometheus.Collector{m.pods, m.reservedPods, m.share, m.held, m.target, m.degraded,
-		m.claims, m.reservedHandouts, m.recordFailures, m.createFailures, m.podStart} {
+		m.claims, m.reservedHandouts, m.recordFailures, m.createFailures, m.podStart, m.syncPass} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering pool metrics: %w", err)
 		}

@@ -112,6 +112,11 @@ func (p *Pool) sync(now time.Time) {
 		p.reap(lctx, reps, now)
 	}
 	p.settleAbandoned(now)
+	role := "follower"
+	if lctx != nil {
+		role = "leader"
+	}
+	p.metrics.syncPass.WithLabelValues(role).Observe(p.clock.Since(now).Seconds())
 }
 
 // view classifies a profile's pods. Failure and timeout verdicts on spare

@@ -88,8 +88,8 @@ func TestFromPodTemplateErrors(t *testing.T) {
 		key, val, want string
 	}{
 		{AnnPoolMin, "two", `"two" is not an integer`},
-		{AnnPoolMax, "-1", "outside 0..1000"},
-		{AnnPoolMax, "100000", "outside 0..1000"},
+		{AnnPoolMax, "-1", "outside 0..10000"},
+		{AnnPoolMax, "100000", "outside 0..10000"},
 		{AnnMode, "pod", `"pod" is not`},
 		{AnnShell, "/bin/sh -l", "JSON array"},
 		{AnnShell, `[]`, "argv is empty"},

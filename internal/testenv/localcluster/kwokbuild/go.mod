@@ -1,3 +1,7 @@
+// Module kwokbuild pins KWOK (sigs.k8s.io/kwok), which simulates many
+// nodes for the local test cluster (see ../kwok.go). It is a nested module so
+// that KWOK's dependency graph (a newer client-go among others) never meets
+// podgate's or Kubernetes'. It is never part of podgate or of a deployment.
 module github.com/podgate/podgate/internal/testenv/localcluster/kwokbuild
 
 go 1.26.0
