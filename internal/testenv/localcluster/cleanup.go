@@ -78,6 +78,7 @@ func (o Options) cleanup(removeState bool) (Leftovers, error) {
 		if err := os.RemoveAll(o.StateDir); err != nil {
 			errs = append(errs, fmt.Errorf("removing %s: %w", o.StateDir, err))
 		}
+		errs = append(errs, o.removeKWOKHome())
 	}
 	return l, errors.Join(errs...)
 }

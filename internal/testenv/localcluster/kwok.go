@@ -78,8 +78,10 @@ func (o Options) kwokBin() string {
 	return filepath.Join(o.CacheDir, "bin", "kwok-"+KWOKVersion, "kwok")
 }
 
-// kwokHome is the working and home directory of execs into fake pods.
-func (o Options) kwokHome() string { return o.path("kwok", "home") }
+// kwokHome is the working and home directory of execs into fake pods. It
+// is beside the state directory, not in it: the state directory holds the
+// cluster's keys and only root may enter it.
+func (o Options) kwokHome() string { return o.StateDir + "-kwok-home" }
 
 // kwokCommand runs KWOK with its configuration file and a minimal
 // environment: every exec inherits KWOK's environment.
@@ -136,6 +138,15 @@ func (o Options) writeKWOKFiles() error {
 		return err
 	}
 	return os.Chown(home, kwokUID, kwokGID)
+}
+
+// removeKWOKHome removes the execs' home directory and what they left in
+// it.
+func (o Options) removeKWOKHome() error {
+	if err := os.RemoveAll(o.kwokHome()); err != nil {
+		return fmt.Errorf("removing %s: %w", o.kwokHome(), err)
+	}
+	return nil
 }
 
 // kwokUser is the name in KWOK's client certificate, bound to cluster-admin

@@ -84,6 +84,7 @@ func (o Options) removeKWOK(ctx context.Context, cs kubernetes.Interface) error 
 	if n := killKWOKCgroup(); n > 0 {
 		o.Log.Info("killed processes KWOK's execs left", "count", n)
 	}
+	errs = append(errs, o.removeKWOKHome())
 	return errors.Join(errs...)
 }
 
@@ -109,7 +110,8 @@ func (o Options) startKWOKDirect(ctx context.Context) error {
 		return fmt.Errorf("starting kwok: %w", err)
 	}
 	pid := cmd.Process.Pid
-	go func() { _ = cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	if err := joinKWOKCgroup(pid); err != nil {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		return err
@@ -117,20 +119,26 @@ func (o Options) startKWOKDirect(ctx context.Context) error {
 	if err := writeFile(o.pidPath("kwok"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
 		return err
 	}
-	return o.waitKWOK(ctx, pid)
+	return o.waitKWOK(ctx, exited)
 }
 
 // waitKWOK waits until KWOK's health URL answers, failing at once if the
 // process exits.
-func (o Options) waitKWOK(ctx context.Context, pid int) error {
+func (o Options) waitKWOK(ctx context.Context, exited <-chan struct{}) error {
 	client, err := o.adminHTTPClient()
 	if err != nil {
 		return err
 	}
-	return o.until(ctx, nil, 100*time.Millisecond, func() error {
-		if !alive(pid) {
-			return fmt.Errorf("kwok exited; see %s", filepath.Join(o.logDir(), "kwok.log"))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-exited:
+			cancel(fmt.Errorf("kwok exited; see %s", filepath.Join(o.logDir(), "kwok.log")))
+		case <-ctx.Done():
 		}
+	}()
+	err = o.until(ctx, nil, 100*time.Millisecond, func() error {
 		resp, err := client.Get(KWOKHealthURL)
 		if err != nil {
 			return err
@@ -141,6 +149,10 @@ func (o Options) waitKWOK(ctx context.Context, pid int) error {
 		}
 		return nil
 	})
+	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
 }
 
 // stopKWOKDirect stops a KWOK that startKWOKDirect started.
