@@ -13,7 +13,7 @@ KUBECTL ?= $(shell k=$(KUBECTL_CACHED); [ -x "$$k" ] && echo "$$k" || command -v
 KUBECTL_ENV := KUBECONFIG=$${KUBECONFIG:-/var/lib/podgate-localcluster/admin.kubeconfig}
 export PATH := $(shell go env GOPATH)/bin:$(PATH)
 
-.PHONY: all build deps hostcheck test test-unit lint fmt vet staticcheck cluster-up cluster-kwok cluster-down cluster-status cluster-check run bench chaos image deploy rules-test clean
+.PHONY: all build deps hostcheck test test-unit lint fmt vet staticcheck cluster-up cluster-kwok cluster-down cluster-status cluster-check run bench bench-scale chaos image deploy rules-test clean
 
 all: build
 
@@ -101,6 +101,11 @@ bench: deps hostcheck bin/localcluster
 	set -o pipefail; PODGATE_TEST_NO_CLUSTER=1 $(GO) test -run '^$$' -bench . -benchmem $(if $(filter 1,$(BENCH_QUICK)),-benchtime 200ms) ./pool/ ./sshfront/ ./sshfront/recording/ | tee bench/results/micro-$$(date -u +%Y-%m-%d-%H%M).txt
 	$(GO) build -o bin/podgate-bench ./bench/cmd/podgate-bench
 	./hack/with-cluster.sh ./bin/podgate-bench $(if $(filter 1,$(BENCH_QUICK)),-quick)
+
+## bench-scale: scale benchmark (issue 16): 3 replicas, pools of 20, 500 and 5,000 pods on SCALE_NODES (100) KWOK fake nodes of the local cluster (brought up if needed); report, CSV, plots and profiles in bench/results/scale. SCALE_SIZES=20,200 for a short run. Needs the cluster to itself.
+bench-scale: deps hostcheck bin/localcluster
+	$(GO) build -o bin/podgate-bench-scale ./bench/cmd/podgate-bench-scale
+	env -u KUBECONFIG SCALE_NODES=$(or $(SCALE_NODES),100) SCALE_SIZES=$(SCALE_SIZES) ./hack/with-cluster.sh ./hack/bench-scale.sh $(SCALE_ARGS)
 
 clean:
 	rm -rf bin
