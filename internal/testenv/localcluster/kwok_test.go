@@ -117,6 +117,12 @@ func TestFakeNodesTakeOnlyPodsThatAsk(t *testing.T) {
 	if !labels.SelectorFromSet(labels.Set{KWOKNodeLabel: KWOKNodeLabelValue}).Matches(labels.Set(nd.Labels)) {
 		t.Errorf("fake node labels %v lack %s", nd.Labels, KWOKNodeSelector)
 	}
+	// podgate's pods carry an ephemeral-storage limit (1 GiB by default):
+	// a node without that resource fits none of them.
+	disk := nd.Status.Allocatable[corev1.ResourceEphemeralStorage]
+	if pods := nd.Status.Allocatable.Pods().Value(); disk.Value() < pods<<30 {
+		t.Errorf("fake node allocates %s of ephemeral storage, less than 1 GiB for each of its %d pods", disk.String(), pods)
+	}
 	if i, ok := fakeNodeIndex(nd.Name); !ok || i != 42 {
 		t.Errorf("fakeNodeIndex(%q) = %d, %v; want 42, true", nd.Name, i, ok)
 	}

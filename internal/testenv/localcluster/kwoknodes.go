@@ -48,13 +48,17 @@ func KWOKToleration() corev1.Toleration {
 
 // fakeNode is fake node i: labelled for KWOK and for pods' node
 // selectors, tainted so that only pods that ask land on it, with the
-// allocatable resources of a modest real node (110 pods).
+// allocatable resources of a modest real node (110 pods), local disk
+// included: podgate's pods have an ephemeral-storage limit, which a node
+// without that resource cannot fit.
 func fakeNode(i int) *corev1.Node {
 	name := fmt.Sprintf("%s%03d", KWOKNodePrefix, i)
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU:    resource.MustParse("32"),
 		corev1.ResourceMemory: resource.MustParse("128Gi"),
 		corev1.ResourcePods:   resource.MustParse("110"),
+		// 110 pods with podgate's default 1 GiB limit each.
+		corev1.ResourceEphemeralStorage: resource.MustParse("200Gi"),
 	}
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
