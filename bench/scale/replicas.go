@@ -24,8 +24,8 @@ const benchUser = "bench"
 // replicaEnv is what every replica runs with: limits meant for crowds
 // from many addresses lifted (all logins come from 127.0.0.1 as one
 // user), the deployed lease duration (podgatetest's 5 s suits fail-over
-// tests, not a measurement of steady API traffic), and the bench's login
-// shell.
+// tests, not a measurement of steady API traffic). The login shell is the
+// PodTemplate profile's default, /bin/sh -l.
 var replicaEnv = []string{
 	"PODGATE_MAX_CONNECTIONS=2000",
 	"PODGATE_MAX_CONNECTIONS_PER_IP=0",
@@ -35,7 +35,6 @@ var replicaEnv = []string{
 	"PODGATE_MAX_WAITING=1000",
 	"PODGATE_POD_CPU_REQUEST=10m",
 	"PODGATE_POD_MEMORY_REQUEST=16Mi",
-	"PODGATE_SHELL=/bin/bash -l",
 	"PODGATE_LEASE_DURATION=15s",
 	"PODGATE_LOG_LEVEL=warn",
 }

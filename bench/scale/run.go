@@ -46,7 +46,8 @@ func (r *Runner) Run(ctx context.Context, cfg Config, res *Results) error {
 	if err := tokenKubeconfig(ctx, r.Kube, r.Admin, ns, kc); err != nil {
 		return err
 	}
-	if err := resize(ctx, r.Kube, ns.Guests, cfg.Sizes[0]); err != nil {
+	// The pool starts empty, so that the first size's fill is timed too.
+	if err := resize(ctx, r.Kube, ns.Guests, 0); err != nil {
 		return fmt.Errorf("creating the default profile: %w", err)
 	}
 	r.Log("starting %d replicas as system:serviceaccount:%s:podgate", cfg.Replicas, ns.Podgate)

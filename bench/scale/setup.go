@@ -191,8 +191,11 @@ func profileTemplate(ns string, size int) *corev1.PodTemplate {
 	}
 }
 
+// sizeAnnotations pin the pool at size idle pods (the maximum is at
+// least 1, as profiles require; with a minimum of 0 the pool is empty
+// until a login misses).
 func sizeAnnotations(size int) map[string]string {
-	return map[string]string{profile.AnnPoolMin: strconv.Itoa(size), profile.AnnPoolMax: strconv.Itoa(size)}
+	return map[string]string{profile.AnnPoolMin: strconv.Itoa(size), profile.AnnPoolMax: strconv.Itoa(max(size, 1))}
 }
 
 // resize sets the default profile's pool size.
