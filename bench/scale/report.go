@@ -174,7 +174,7 @@ func targetsSection(b *strings.Builder, res *Results) {
 	ratio := float64(big.Login.P99) / float64(small.Login.P99)
 	p("| login p99 ≤ 1.5 × the pool-%d figure (%s) | %s (%.2f ×) | %s |", small.Size, bench.FormatDuration(small.Login.P99),
 		bench.FormatDuration(big.Login.P99), ratio, verdict(ratio <= targetLoginP99x && big.Login.Errors == 0))
-	p("| API writes per warm login ≤ 2 | %.2f (%s) | %s |", big.PerLogin.Writes(), methods(big.PerLogin), verdict(big.PerLogin.Writes() <= targetWritesPerLog))
+	p("| API writes per warm login ≤ 2 | %.2f (%s) | %s |", big.PerLogin.Writes(), writes(big.PerLogin), verdict(big.PerLogin.Writes() <= targetWritesPerLog))
 	p("| a reconcile (leader sync) pass ≤ 100 ms | p99 %s, max ≤ %s over %.0f passes | %s |", fs(big.SyncP99), fs(big.SyncMax), big.SyncPasses,
 		verdict(!math.IsNaN(big.SyncP99) && big.SyncP99 <= targetSyncPass))
 	p("")
@@ -182,7 +182,18 @@ func targetsSection(b *strings.Builder, res *Results) {
 	p("")
 }
 
-// methods renders requests by method, e.g. "POST 1.00, PATCH 1.00".
+// writes renders the write requests by method, e.g. "POST 1.00, PATCH 1.00".
+func writes(r Requests) string {
+	w := Requests{}
+	for k, v := range r {
+		if k != "GET" {
+			w[k] = v
+		}
+	}
+	return methods(w)
+}
+
+// methods renders requests by method.
 func methods(r Requests) string {
 	var keys []string
 	for k, v := range r {
