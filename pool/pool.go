@@ -332,9 +332,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	g.Go(func() error { <-gctx.Done(); p.prepQueue.ShutDown(); return nil })
 	err := g.Wait()
 	p.bg.Wait()
-	for _, rp := range p.reserved.takeAll() {
-		rp.closeStream()
-	}
+	p.returnReserved(p.reserved.takeAll())
 	if ctx.Err() != nil {
 		return nil
 	}

@@ -279,3 +279,39 @@ func TestSurplusGivenBackAfterHysteresis(t *testing.T) {
 		t.Error("the prepared pod within the share was given back or lost its stream")
 	}
 }
+
+// TestStoppingReplicaGivesReservedPodsBack: a replica that stops cleanly
+// makes its reserved pods idle again and closes their streams, but never
+// touches a pod it already handed out, which stays the user's.
+func TestStoppingReplicaGivesReservedPodsBack(t *testing.T) {
+	prof := unitProfile(t)
+	cs := fake.NewClientset()
+	p := newUnitPool(t, cs, prof)
+	a := addReserved(t, p, cs, "a", prof)
+	b := addReserved(t, p, cs, "b", prof)
+	stream := &fakePrepared{tty: true}
+	if !p.reserved.prepared(a.Name, a.UID, stream) {
+		t.Fatal("giving a its stream failed")
+	}
+	handed := p.reserved.handOut(prof.Name)
+	if handed == nil {
+		t.Fatal("no pod handed out")
+	}
+	p.returnReserved(p.reserved.takeAll())
+	for _, name := range []string{a.Name, b.Name} {
+		pod, err := cs.CoreV1().Pods(testNS).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := StateIdle
+		if name == handed.name {
+			want = StateReserved
+		}
+		if got := pod.Labels[LabelState]; got != want {
+			t.Errorf("pod %s after the stop: state %q, want %q (handed out: %s)", name, got, want, handed.name)
+		}
+	}
+	if handed.name != a.Name && !stream.closed.Load() {
+		t.Error("the stream of a pod given back was left open")
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -190,11 +192,7 @@ func (p *Pool) giveBack(pods []*reservedPod) {
 		p.background(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
 			defer cancel()
-			body, err := giveBackPatch(rp.uid, p.opts.ReplicaID, p.run)
-			if err == nil {
-				_, err = p.client.CoreV1().Pods(p.opts.Namespace).Patch(ctx, rp.name, types.JSONPatchType, body, metav1.PatchOptions{})
-			}
-			if err != nil && !apierrors.IsNotFound(err) {
+			if err := p.patchIdle(ctx, rp); err != nil {
 				p.log.Info("giving a reserved pod back failed; deleting it", "pod", rp.name, "err", err)
 				p.deleteInBackground(rp.name, rp.uid, reaped("replica "+p.opts.ReplicaID+" held more than its share, and giving the pod back to the pool failed"))
 			}
@@ -203,6 +201,56 @@ func (p *Pool) giveBack(pods []*reservedPod) {
 	if len(pods) > 0 {
 		p.log.Debug("gave reserved pods back to the pool", "count", len(pods))
 	}
+}
+
+// patchIdle makes one of this run's reserved pods idle again with
+// giveBackPatch; a pod already gone is not an error.
+func (p *Pool) patchIdle(ctx context.Context, rp *reservedPod) error {
+	body, err := giveBackPatch(rp.uid, p.opts.ReplicaID, p.run)
+	if err == nil {
+		_, err = p.client.CoreV1().Pods(p.opts.Namespace).Patch(ctx, rp.name, types.JSONPatchType, body, metav1.PatchOptions{})
+	}
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// shutdownReturnTimeout bounds how long a stopping replica spends giving
+// its reserved pods back; it stays well inside PODGATE_DRAIN_DEADLINE's
+// default and the pod's termination grace period.
+const shutdownReturnTimeout = 5 * time.Second
+
+// returnReserved gives this run's reserved pods back to the pool as idle
+// when the replica stops, so that the next replica (or this one, restarted)
+// serves them instead of waiting for the leader to delete them once this
+// replica's Lease lapses. It is safe because the set holds only pods never
+// handed out: a hand-out takes the pod out of the set first, so no user
+// command ever ran in them. Each patch is conditional on the pod still
+// being this run's reserved pod; one that fails is left to the leader,
+// which deletes a lapsed replica's reserved pods (the isolation invariant),
+// so a failure here costs a warm pod, never a user's isolation.
+func (p *Pool) returnReserved(pods []*reservedPod) {
+	if len(pods) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownReturnTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for _, rp := range pods {
+		rp.closeStream()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.patchIdle(ctx, rp); err != nil {
+				failed.Add(1)
+				p.log.Info("giving a reserved pod back at shutdown failed; the leader deletes it once this replica's Lease lapses", "pod", rp.name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	p.log.Info("gave reserved pods back to the pool at shutdown", "count", len(pods)-int(failed.Load()), "failed", failed.Load())
 }
 
 // ownPodDoomed reports why this run's reserved pod must go, or "".

@@ -65,9 +65,13 @@ func TestMetricsDuringUse(t *testing.T) {
 			t.Fatalf("ssh true: %d %s", code, errOut)
 		}
 	}
-	// The cold attach may be handed a refill pod that turned Ready first;
-	// its own pod then joins the pool and its start is measured when it
-	// is Ready, which may be after the logins.
+	// With reserved pods those logins are usually served warm, by the
+	// pool's reserved and refill pods, so a cold start is made for sure:
+	// a profile with no warm pool, whose first login waits for a pod of
+	// its own. That login may be handed a refill pod that turned Ready
+	// first; its own pod then joins the pool and its start is measured
+	// when it is Ready, which may be after the login.
+	createProfile(t, s, "cold", selectableNoMin(nil), debianSpec("cold"), echoesAs(t, s, "alice+cold"))
 	eventually(t, kubetest.Timeout, "a cold pod start measured", func() bool {
 		return histogramCount(s.scrape(t), "podgate_pod_start_duration_seconds") > 0
 	})
