@@ -32,16 +32,19 @@ func TestAPIFailureTellsThrottlingApart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	get := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// The first request only needs to succeed (a generous deadline, for a
+	// loaded CI machine); the second must be refused by the rate limiter,
+	// which fails at once when the next token comes after the deadline.
+	get := func(deadline time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
 		defer cancel()
 		_, err := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
 		return err
 	}
-	if err := get(); err != nil {
+	if err := get(30 * time.Second); err != nil {
 		t.Fatalf("first request (a token is available): %v", err)
 	}
-	throttled := get()
+	throttled := get(time.Second)
 	if throttled == nil {
 		t.Fatal("second request was not throttled")
 	}
