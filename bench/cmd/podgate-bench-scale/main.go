@@ -20,9 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/podgate/podgate/bench"
 	"github.com/podgate/podgate/bench/scale"
 	"github.com/podgate/podgate/internal/testenv/podgatetest"
@@ -60,19 +57,11 @@ func run() error {
 		}
 	}
 
-	kubeconfig := os.Getenv("KUBECONFIG")
-	if kubeconfig == "" {
-		return fmt.Errorf("KUBECONFIG must name the cluster admin's kubeconfig (make bench-scale sets it)")
-	}
-	admin, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return fmt.Errorf("loading %s: %w", kubeconfig, err)
-	}
-	admin.QPS, admin.Burst = 50, 100
-	kube, err := kubernetes.NewForConfig(admin)
+	cluster, err := bench.ClusterClient("make bench-scale")
 	if err != nil {
 		return err
 	}
+	kube, kubeconfig := cluster.Kube, cluster.Kubeconfig
 	// SIGTERM too: the runner's clean-up deletes its namespaces, which a
 	// plain kill would leave behind full of pods.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -93,7 +82,7 @@ func run() error {
 	logger := log.New(os.Stderr, "bench-scale: ", log.Ltime)
 	res := &scale.Results{Config: cfg, Meta: bench.CollectMeta(ctx, kube, kubeconfig)}
 	stamp := res.Meta.Date.UTC().Format("2006-01-02-1504")
-	r := &scale.Runner{Kube: kube, Admin: admin, Bin: bin, Work: work, DeployDir: "deploy", Out: *out, Stamp: stamp, Log: logger.Printf}
+	r := &scale.Runner{Kube: kube, Admin: cluster.Config, Bin: bin, Work: work, DeployDir: "deploy", Out: *out, Stamp: stamp, Log: logger.Printf}
 	start := time.Now()
 	if err := r.Run(ctx, cfg, res); err != nil {
 		// What was measured before the failure is still reported.

@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"golang.org/x/term"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/podgate/podgate/bench"
 	"github.com/podgate/podgate/internal/testenv/podgatetest"
@@ -81,19 +79,11 @@ func run() error {
 	}
 	want := func(s string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), s) }
 
-	kubeconfig := os.Getenv("KUBECONFIG")
-	if kubeconfig == "" {
-		return fmt.Errorf("KUBECONFIG must name the cluster's kubeconfig (make bench sets it)")
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return fmt.Errorf("loading %s: %w", kubeconfig, err)
-	}
-	rc.QPS, rc.Burst = 50, 100
-	kube, err := kubernetes.NewForConfig(rc)
+	cluster, err := bench.ClusterClient("make bench")
 	if err != nil {
 		return err
 	}
+	kube, kubeconfig := cluster.Kube, cluster.Kubeconfig
 	// SIGTERM too (timeout(1), CI cancelling a job): the scenarios' own
 	// clean-up deletes their namespaces, which a plain kill leaves behind
 	// full of pods that load the next run.
