@@ -191,6 +191,20 @@ func (r *Runner) waitShared(ctx context.Context, pgs []*podgate, ns string, n in
 // and keeps every connection open until all are in.
 func (r *Runner) spreadBurst(ctx context.Context, pgs []*podgate, n int) (Run, error) {
 	run := Run{Scenario: "burst-2", Label: fmt.Sprintf("%d over 2 replicas", n)}
+	conns := r.attachAtOnce(ctx, pgs, n, &run)
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	return run, nil
+}
+
+// attachAtOnce starts n attaches together, the i-th through
+// pgs[i%len(pgs)], and records them in run (samples, CPU during the burst,
+// wall time). It returns the connections that came up, for the caller to
+// keep open until its measurements are taken and then close.
+func (r *Runner) attachAtOnce(ctx context.Context, pgs []*podgate, n int, run *Run) []*Conn {
 	samples := make([]Sample, n)
 	conns := make([]*Conn, n)
 	var wg sync.WaitGroup
@@ -220,13 +234,8 @@ func (r *Runner) spreadBurst(ctx context.Context, pgs []*podgate, n int) (Run, e
 		wg.Wait()
 	})
 	run.Wall = time.Since(t0)
-	for _, c := range conns {
-		if c != nil {
-			c.Close()
-		}
-	}
 	run.Samples = samples
-	return run, nil
+	return conns
 }
 
 // heapAfterGC reads podgate's Go heap in use right after a collection (its

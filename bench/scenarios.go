@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/podgate/podgate/internal/testenv/podgatetest"
@@ -273,37 +272,8 @@ func (r *Runner) burst(ctx context.Context, pg *podgate, n int, q QPS) (Run, err
 	if err != nil {
 		return run, err
 	}
-	samples := make([]Sample, n)
-	conns := make([]*Conn, n)
-	var wg sync.WaitGroup
-	startGun := make(chan struct{})
-	var t0 time.Time
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-startGun
-			s := Sample{Scenario: "burst", Label: label, Index: i, Start: time.Since(t0)}
-			c, _, err := pg.dialer.Attach(ctx)
-			if c != nil {
-				s.Timing = c.Timing
-			}
-			if err != nil {
-				s.Err = err.Error()
-			} else {
-				conns[i] = c
-			}
-			samples[i] = s
-			r.Progress.Add(1, 1)
-		}()
-	}
-	run.CPU, run.CPUWall = cpuWindow(func() {
-		t0 = time.Now()
-		close(startGun)
-		wg.Wait()
-	})
-	run.Wall = time.Since(t0)
-	for _, s := range samples {
+	conns := r.attachAtOnce(ctx, []*podgate{pg}, n, &run)
+	for _, s := range run.Samples {
 		if !s.OK() {
 			r.Progress.Logf("burst %s #%d: %s", label, s.Index, s.Err)
 		}
@@ -317,7 +287,6 @@ func (r *Runner) burst(ctx context.Context, pg *podgate, n int, q QPS) (Run, err
 	if err != nil {
 		return run, err
 	}
-	run.Samples = samples
 	run.Phases = phases(before, after)
 	run.Throttled, run.ThrottleWait = throttling(before, after)
 	run.API = apiCount(before, after)
