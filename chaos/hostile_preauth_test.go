@@ -205,7 +205,9 @@ func TestHostilePreauth(t *testing.T) {
 	g.waitIdle(1, time.Minute)
 	end := g.settle(base, 3, 2, 30*time.Second)
 	sc.Figure("after", "%v (baseline %v)", end, base)
-	sc.Check(end.Goroutines <= base.Goroutines+3 && end.FDs <= base.FDs+2, "goroutines and fds back to baseline", "goroutines %d → %d, fds %d → %d", base.Goroutines, end.Goroutines, base.FDs, end.FDs)
+	if !sc.Check(base.within(end, 3, 2), "goroutines and fds back to baseline", "before %v, after %v", base, end) {
+		t.Logf("goroutines by function:\n%s", g.dumpGoroutines())
+	}
 	sc.Check(g.exitedNot(), "podgate still running", "exited %v", !g.exitedNot())
 }
 

@@ -200,8 +200,8 @@ func TestLoadConnectCycles(t *testing.T) {
 	sc.Figure("goroutines", "%d → %d", base.Goroutines, end.Goroutines)
 	sc.Figure("fds", "%d → %d", base.FDs, end.FDs)
 	sc.Figure("RSS MiB", "%.1f → %.1f", base.RSSMiB, end.RSSMiB)
-	if !sc.Check(end.Goroutines <= base.Goroutines+5 && end.FDs <= base.FDs+3,
-		"goroutines and fds back to baseline", "goroutines %d → %d, fds %d → %d", base.Goroutines, end.Goroutines, base.FDs, end.FDs) {
+	if !sc.Check(base.within(end, 5, 3),
+		"goroutines and fds back to baseline", "before %v, after %v", base, end) {
 		t.Logf("goroutines by creator:\n%s", g.dumpGoroutines())
 	}
 }

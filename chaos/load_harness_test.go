@@ -142,10 +142,44 @@ type procSample struct {
 	Goroutines int
 	FDs        int
 	RSSMiB     float64
+	// Terminal and Plain count the reserved pods' prepared exec streams
+	// of each kind (podgate_pool_prepared_pods).
+	Terminal, Plain int
 }
 
 func (p procSample) String() string {
-	return fmt.Sprintf("goroutines %d, fds %d, rss %.1f MiB", p.Goroutines, p.FDs, p.RSSMiB)
+	return fmt.Sprintf("goroutines %d, fds %d, rss %.1f MiB, prepared streams %d terminal + %d plain",
+		p.Goroutines, p.FDs, p.RSSMiB, p.Terminal, p.Plain)
+}
+
+// What one idle prepared stream holds in podgate, by kind, as kube's
+// BenchmarkPreparedIdleCost measures it (rounded up): a terminal stream is
+// podgate's own WebSocket client, a plain one a SPDY connection. Each holds
+// one connection, so one fd or two with a transient one.
+const (
+	terminalStreamGoroutines = 4
+	plainStreamGoroutines    = 20
+	streamFDs                = 2
+)
+
+// bound is the most goroutines and fds podgate may hold at s, taken
+// against this baseline, without a leak: the baseline plus slack, plus
+// what the prepared streams s holds beyond the baseline's cost. Which kind
+// a pool prepares follows its recent logins (pool/prepare.go), so a pool
+// whose baseline streams had terminals may hold plain ones after a run of
+// plain commands, at a different cost, with no leak; a leaked connection
+// is not counted as a prepared stream and still shows.
+func (base procSample) bound(s procSample, slackG, slackFD int) (goroutines, fds int) {
+	moreT, moreP := max(0, s.Terminal-base.Terminal), max(0, s.Plain-base.Plain)
+	goroutines = base.Goroutines + slackG + terminalStreamGoroutines*moreT + plainStreamGoroutines*moreP
+	fds = base.FDs + slackFD + streamFDs*max(0, s.Terminal+s.Plain-base.Terminal-base.Plain)
+	return goroutines, fds
+}
+
+// within reports whether s is inside base's bound.
+func (base procSample) within(s procSample, slackG, slackFD int) bool {
+	g, f := base.bound(s, slackG, slackFD)
+	return s.Goroutines <= g && s.FDs <= f
 }
 
 // sample reads the Go and process collectors podgate registers.
@@ -158,6 +192,8 @@ func (g *gate) sample(ctx context.Context) (procSample, error) {
 		Goroutines: int(m.Value("go_goroutines")),
 		FDs:        int(m.Value("process_open_fds")),
 		RSSMiB:     m.Value("process_resident_memory_bytes") / (1 << 20),
+		Terminal:   int(m.Value("podgate_pool_prepared_pods", "kind", "terminal")),
+		Plain:      int(m.Value("podgate_pool_prepared_pods", "kind", "plain")),
 	}, nil
 }
 
@@ -353,10 +389,10 @@ func (w *podWatch) waitFor(timeout time.Duration, cond func(podCounts) bool) boo
 	}
 }
 
-// settle waits until podgate's goroutines and fds are at most the
-// baseline's plus slack, sampling every 250 ms: a process's goroutine
-// count offers no event to wait on, so this bounded poll is the one way.
-// It returns the last sample.
+// settle waits until podgate's goroutines and fds are within the
+// baseline's bound (procSample.bound), sampling every 250 ms: a process's
+// goroutine count offers no event to wait on, so this bounded poll is the
+// one way. It returns the last sample.
 func (g *gate) settle(base procSample, slackG, slackFD int, timeout time.Duration) procSample {
 	deadline := time.Now().Add(timeout)
 	var last procSample
@@ -364,7 +400,7 @@ func (g *gate) settle(base procSample, slackG, slackFD int, timeout time.Duratio
 		s, err := g.sample(context.Background())
 		if err == nil {
 			last = s
-			if s.Goroutines <= base.Goroutines+slackG && s.FDs <= base.FDs+slackFD {
+			if base.within(s, slackG, slackFD) {
 				return s
 			}
 		}

@@ -92,19 +92,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // registerGauges registers the gauges read from the reserved set when
 // scraped.
 func (m *metrics) registerGauges(reg prometheus.Registerer, rs *reservedSet) error {
-	err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "podgate_pool_prepared_pods",
-		Help: "Reserved pods of this replica whose exec stream is open and waiting, so that a login attaches with no new exec.",
-	}, func() float64 {
-		_, prepared := rs.counts()
-		n := 0
-		for _, c := range prepared {
-			n += c
+	for _, kind := range []string{"terminal", "plain"} {
+		err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "podgate_pool_prepared_pods",
+			Help:        "Reserved pods of this replica whose exec stream is open and waiting, so that a login attaches with no new exec, by the stream's kind (terminal or plain).",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 {
+			terminal, plain := rs.preparedKinds()
+			if kind == "terminal" {
+				return float64(terminal)
+			}
+			return float64(plain)
+		}))
+		if err != nil {
+			return fmt.Errorf("registering pool metrics: %w", err)
 		}
-		return float64(n)
-	}))
-	if err != nil {
-		return fmt.Errorf("registering pool metrics: %w", err)
 	}
 	return nil
 }

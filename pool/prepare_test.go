@@ -208,8 +208,8 @@ func TestOnlyOwnReservedPodsArePrepared(t *testing.T) {
 	if len(prep.opened) != 1 || prep.opened["mine"] == nil || !prep.opened["mine"].tty {
 		t.Fatalf("streams opened into %v, want one terminal stream into %s", prep.opened, mine.Name)
 	}
-	if _, prepared := p.reserved.counts(); prepared[prof.Name] != 1 {
-		t.Errorf("prepared count %v", prepared)
+	if terminal, plain := p.reserved.preparedKinds(); terminal != 1 || plain != 0 {
+		t.Errorf("prepared streams: %d terminal, %d plain; want 1 terminal", terminal, plain)
 	}
 	// Claimed elsewhere (impossible for a reserved pod, but the set must
 	// still let go): its stream is closed at once.

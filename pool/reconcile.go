@@ -76,7 +76,7 @@ func (p *Pool) sync(now time.Time) {
 		offer = &sharesRecord{Term: term, Profiles: map[string]split{}}
 	}
 	published := p.live.publishedShares()
-	held, _ := p.reserved.counts()
+	held := p.reserved.counts()
 	for _, prof := range p.profiles.Valid() {
 		// The pods in flight are read before the cache, so that a pod
 		// the cache shows after this point is still named here.

@@ -236,16 +236,34 @@ func (s *reservedSet) surplus(profile string, share int, after time.Duration, no
 	return out
 }
 
-// counts returns, per profile, the pods held and those prepared.
-func (s *reservedSet) counts() (held, prepared map[string]int) {
+// counts returns, per profile, the pods held.
+func (s *reservedSet) counts() (held map[string]int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	held, prepared = map[string]int{}, map[string]int{}
-	for prof, ls := range s.lists {
+	held = map[string]int{}
+	for prof := range s.lists {
 		held[prof] = s.countLocked(prof)
-		prepared[prof] = ls[resPrepared].Len()
 	}
-	return held, prepared
+	return held
+}
+
+// preparedKinds returns how many of the set's prepared streams, over every
+// profile, have a terminal and how many are plain. The two kinds cost
+// podgate differently (a plain one is a SPDY connection, see kube), so
+// an operator reading the cost of the reserved pods needs them apart.
+func (s *reservedSet) preparedKinds() (terminal, plain int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ls := range s.lists {
+		for e := ls[resPrepared].Front(); e != nil; e = e.Next() {
+			if e.Value.(*reservedPod).stream.TTY() {
+				terminal++
+			} else {
+				plain++
+			}
+		}
+	}
+	return terminal, plain
 }
 
 // takeAll empties the set, on the way out of Run.
