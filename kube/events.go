@@ -53,7 +53,27 @@ type Events struct {
 	sink         *trackingSink
 	flushTimeout time.Duration
 	log          *slog.Logger
+
+	// The broadcaster hands an Event only to the watchers it has at that
+	// moment, so one recorded before Run has started the sink's watcher
+	// would be dropped; such Events wait in early and Run replays them.
+	// mu protects started and early; it is a leaf.
+	mu      sync.Mutex
+	started bool
+	early   []earlyEvent
 }
+
+// earlyEvent is an Event recorded before Run started.
+type earlyEvent struct {
+	ref    *corev1.ObjectReference
+	typ    string
+	reason scheduler.EventReason
+	note   string
+}
+
+// maxEarly bounds the Events kept before Run starts; more are dropped (a
+// process that never runs its recorder must not grow).
+const maxEarly = 256
 
 var _ scheduler.PodEvents = (*Events)(nil)
 
@@ -83,7 +103,20 @@ func (e *Events) PodEvent(pod scheduler.PodRef, uid string, reason scheduler.Eve
 		typ = corev1.EventTypeWarning
 	}
 	ref := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: types.UID(uid)}
-	e.recorder.Eventf(ref, nil, typ, string(reason), reason.Action(), "%s", truncateNote(note))
+	e.mu.Lock()
+	if !e.started {
+		if len(e.early) < maxEarly {
+			e.early = append(e.early, earlyEvent{ref, typ, reason, note})
+		}
+		e.mu.Unlock()
+		return
+	}
+	e.mu.Unlock()
+	e.record(earlyEvent{ref, typ, reason, note})
+}
+
+func (e *Events) record(ev earlyEvent) {
+	e.recorder.Eventf(ev.ref, nil, ev.typ, string(ev.reason), ev.reason.Action(), "%s", truncateNote(ev.note))
 }
 
 // Run writes recorded Events until ctx ends, then flushes: the broadcaster
@@ -97,6 +130,14 @@ func (e *Events) Run(ctx context.Context) error {
 	defer stopWrites()
 	if err := e.broadcaster.StartRecordingToSinkWithContext(writes); err != nil {
 		return fmt.Errorf("starting the event recorder: %w", err)
+	}
+	e.mu.Lock()
+	e.started = true
+	early := e.early
+	e.early = nil
+	e.mu.Unlock()
+	for _, ev := range early {
+		e.record(ev)
 	}
 	<-ctx.Done()
 	e.broadcaster.Shutdown()

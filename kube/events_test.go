@@ -37,7 +37,7 @@ func TestEventLevels(t *testing.T) {
 			"Normal Reaped n", "Warning ProfileDegraded n", "Warning ClaimRecordFailed n"}},
 	} {
 		fr := events.NewFakeRecorder(len(all))
-		e := &Events{level: tc.level, recorder: fr}
+		e := &Events{level: tc.level, recorder: fr, started: true}
 		for _, r := range all {
 			e.PodEvent(guestPod, "uid-1", r, "n")
 		}
@@ -84,6 +84,35 @@ func TestEventsWrittenAndFlushed(t *testing.T) {
 	}
 	if ev.Type != "Warning" || ev.Reason != "ProfileDegraded" || ev.Action != "Start" || ev.Note != `profile "x" is degraded` || ev.ReportingController != ReportingController {
 		t.Errorf("event type %q reason %q action %q note %q controller %q", ev.Type, ev.Reason, ev.Action, ev.Note, ev.ReportingController)
+	}
+}
+
+// TestEventBeforeRunIsWritten: an Event recorded before Run has started
+// the broadcaster's sink (a pod deleted while podgate starts up) is kept
+// and written once Run starts, not dropped.
+func TestEventBeforeRunIsWritten(t *testing.T) {
+	cs := fake.NewClientset()
+	created := make(chan string, 1)
+	cs.PrependReactor("create", "events", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		created <- a.(k8stesting.CreateAction).GetObject().(*eventsv1.Event).Reason
+		return false, nil, nil
+	})
+	e := NewEvents(cs.EventsV1(), EventsPool, 10*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e.PodEvent(guestPod, "uid-1", scheduler.EventReaped, "early")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	select {
+	case reason := <-created:
+		if reason != string(scheduler.EventReaped) {
+			t.Errorf("wrote %q, want %q", reason, scheduler.EventReaped)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the Event recorded before Run was never written")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/podgate/podgate/scheduler"
 )
 
 // Terminal modes. An SSH client's pty-req carries its terminal's modes
@@ -188,6 +190,15 @@ func ttyCharOf(op uint8) (ttyChar, bool) {
 		return ttyChar{"discard", ccVDISCARD}, true
 	}
 	return ttyChar{}, false
+}
+
+// sttySize is the stty arguments that set a terminal's size, none for
+// a size the client left unset (0).
+func sttySize(ws scheduler.WindowSize) []string {
+	if ws.Rows == 0 || ws.Cols == 0 {
+		return nil
+	}
+	return []string{"rows", strconv.Itoa(int(ws.Rows)), "cols", strconv.Itoa(int(ws.Cols))}
 }
 
 // sttyModes turns the requested modes that differ from cur into stty

@@ -74,9 +74,14 @@ import (
 // ends: one in a value is written as the variable the wrapper defined for
 // it (${podgate_c3} for ^C, ${podgate_c10} for a newline), which expands to
 // the byte inside the double quotes; and the short lines keep within the
-// limit. The terminal's size comes with the stream's resize message, and
-// the client's modes are applied by one stty only where they differ from
-// the settings the ready line reported (ttymodes.go).
+// limit. One stty sets the terminal's size and the client's modes where
+// they differ from the settings the ready line reported (ttymodes.go). The
+// stream's resize message carries the size too, but the kubelet and the
+// runtime apply it on a path of their own, unordered with stdin: under
+// load a command that reads its size at once (stty size, tput cols) ran
+// before it and saw 0 0. The stty orders the size before the command; the
+// resize message, arriving after it with the same size, changes nothing
+// and sends no SIGWINCH.
 //
 // Locale: bash (which is /bin/sh on some distributions) decodes multibyte
 // characters in read and in its parser, and in a UTF-8 locale an invalid
@@ -185,10 +190,10 @@ func encodeSpec(argv []string, env map[string]string, pty *scheduler.Pty, term *
 		if term != nil {
 			cur = *term
 		}
-		if modes := sttyModes(pty.Modes, cur); len(modes) > 0 {
+		if args := append(sttySize(pty.Size), sttyModes(pty.Modes, cur)...); len(args) > 0 {
 			// Best effort: a mode an stty does not know costs the user
 			// that mode, never the session.
-			w.raw("stty " + strings.Join(modes, " ") + " 2>/dev/null")
+			w.raw("stty " + strings.Join(args, " ") + " 2>/dev/null")
 			w.newline()
 		}
 	}

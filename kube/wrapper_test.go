@@ -427,7 +427,7 @@ func TestEncodeSpecTTY(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "2\n" +
-		`stty kill 'undef' susp 'z' -echo -onlcr 2>/dev/null` + "\n" +
+		`stty rows 43 cols 132 kill 'undef' susp 'z' -echo -onlcr 2>/dev/null` + "\n" +
 		restoreLocale + `; export TERM="xterm-256color"` + loginEnv + terminalEnv + `; exec "bash" "a${podgate_c3}b"` + "\n"
 	if string(spec) != want {
 		t.Errorf("spec =\n%q\nwant\n%q", spec, want)
