@@ -153,6 +153,7 @@ const (
 	indexStarting  = "podgate-starting"
 	indexOwner     = "podgate-owner"
 	indexState     = "podgate-state"
+	indexUserKey   = "podgate-user-key"
 )
 
 // Pool implements scheduler.Pools over one guest namespace.
@@ -200,7 +201,10 @@ type Pool struct {
 	abandoned  *abandonedClaims
 }
 
-var _ scheduler.Pools = (*Pool)(nil)
+var (
+	_ scheduler.Pools   = (*Pool)(nil)
+	_ scheduler.Parking = (*Pool)(nil)
+)
 
 // New returns a pool. pods must be an informer over pods in opts.Namespace
 // selected by ManagedSelector, leases one over Leases selected by
@@ -252,6 +256,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		indexStarting:  indexByStarting,
 		indexOwner:     indexByOwner,
 		indexState:     indexByState,
+		indexUserKey:   indexByUserKey,
 	}); err != nil {
 		return nil, fmt.Errorf("creating pool: adding pod indexes: %w", err)
 	}
