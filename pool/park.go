@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -139,8 +140,21 @@ func (p *Pool) Park(ctx context.Context, pod *scheduler.Pod, c scheduler.Claim, 
 	if err != nil {
 		return err
 	}
+	seen := p.parkWaits.add(pod.Ref.Name)
+	defer p.parkWaits.remove(pod.Ref.Name)
 	if _, err := p.client.CoreV1().Pods(p.opts.Namespace).Patch(ctx, pod.Ref.Name, types.JSONPatchType, body, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("parking pod %q: %w", pod.Ref.Name, err)
+	}
+	// Wait (briefly) for this replica's cache to show the pod parked, so
+	// that a reconnect through this replica right away finds it, and the
+	// user's count never misses it. Other replicas see it after their
+	// own watch delay, far shorter than any user's reconnect.
+	wctx, cancel := context.WithTimeout(ctx, parkSeenTimeout)
+	defer cancel()
+	select {
+	case <-seen:
+	case <-wctx.Done():
+		p.log.Info("parked pod not yet in this replica's cache", "pod", pod.Ref.Name)
 	}
 	for _, o := range older {
 		if o.Name != pod.Ref.Name {
@@ -148,6 +162,46 @@ func (p *Pool) Park(ctx context.Context, pod *scheduler.Pod, c scheduler.Claim, 
 		}
 	}
 	return nil
+}
+
+// parkSeenTimeout bounds Park's wait for its own cache.
+const parkSeenTimeout = 2 * time.Second
+
+// parkWaits lets Park wait for the informer to show the pods it parks. Its
+// lock is a leaf.
+type parkWaits struct {
+	mu sync.Mutex // protects ch
+	ch map[string]chan struct{}
+}
+
+func newParkWaits() *parkWaits { return &parkWaits{ch: map[string]chan struct{}{}} }
+
+// add returns the channel closed once the pod is seen parked.
+func (w *parkWaits) add(name string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch := make(chan struct{})
+	w.ch[name] = ch
+	return ch
+}
+
+func (w *parkWaits) remove(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.ch, name)
+}
+
+// observe closes the channel of a pod the informer shows parked.
+func (w *parkWaits) observe(pod *corev1.Pod) {
+	if pod.Labels[LabelState] != StateParked {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ch, ok := w.ch[pod.Name]; ok {
+		close(ch)
+		delete(w.ch, pod.Name)
+	}
 }
 
 // parkPatch is the JSON patch that parks a pod: it fails unless the pod

@@ -18,8 +18,8 @@
 // deletions in flight, unreserved claims in flight (claiming), the users
 // waiting for a pod (wait.go), this run's reserved pods and their streams
 // (reserved.go), health and demand (demand.go), the liveness Lease
-// (liveness.go), the leadership term (leader.go), abandoned claims and the
-// API's health. Lock order: there is none to keep, because every one of
+// (liveness.go), the leadership term (leader.go), abandoned claims, the
+// parks waiting for the cache (park.go) and the API's health. Lock order: there is none to keep, because every one of
 // these locks is a leaf: no type calls another, the API server or a
 // callback while it holds its own lock.
 package pool
@@ -199,6 +199,7 @@ type Pool struct {
 	reserved   *reservedSet
 	kinds      *streamKinds
 	abandoned  *abandonedClaims
+	parkWaits  *parkWaits
 }
 
 var (
@@ -245,6 +246,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		reserved:   newReservedSet(),
 		kinds:      newStreamKinds(),
 		abandoned:  newAbandonedClaims(),
+		parkWaits:  newParkWaits(),
 	}
 	p.demand = newDemand(m, log, &p.opts)
 	if err := m.registerGauges(reg, p.reserved); err != nil {

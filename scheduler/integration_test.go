@@ -67,7 +67,7 @@ func start(t *testing.T, env *kubetest.Env, cfg profile.DefaultProfileConfig) *s
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := scheduler.New(p, nopExecer{}, clock.RealClock{}, log, prometheus.NewRegistry(), scheduler.Options{})
+	s, err := scheduler.New(p, nopExecer{}, clock.RealClock{}, log, prometheus.NewRegistry(), scheduler.Options{Parking: p})
 	if err != nil {
 		t.Fatal(err)
 	}

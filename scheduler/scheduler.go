@@ -228,7 +228,7 @@ func (s *Scheduler) admitPod(pol Policy, id Identity, key string) (func(), error
 	if held := s.perUser[key] + elsewhere; pol.MaxPerUser > 0 && held >= pol.MaxPerUser {
 		return nil, &Refusal{
 			Err:    fmt.Errorf("user %q holds %d pods of profile %q (%d through this replica), the limit is %d: %w", id.User, held, pol.Name, s.perUser[key], pol.MaxPerUser, ErrAtCapacity),
-			Reason: fmt.Sprintf("you already have as many pods as one user may hold at once (%d), counting pods kept for your reconnect; close a session and try again", pol.MaxPerUser),
+			Reason: fmt.Sprintf("you already have as many pods as one user may hold at once (%d); close a session and try again", pol.MaxPerUser),
 		}
 	}
 	return s.takeLocked(s.perUser, key), nil
