@@ -11,7 +11,8 @@
 // PATCH and a fresh exec. Only the replica holding the podgate-pool-leader
 // Lease creates pods, decides the split (split.go), relabels idle pods for
 // a replica short of its share, and reaps: the pods of replicas whose
-// liveness Lease lapsed, released pods, and pods of removed profiles.
+// liveness Lease lapsed, released pods, pods of removed profiles, and
+// parked pods whose reconnect window has passed (park.go).
 //
 // Shape and locks. Pool holds no mutex of its own. Each concern is a small
 // type with its own lock: creations and relabels in flight (inflight.go),
