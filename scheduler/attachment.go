@@ -197,6 +197,11 @@ type connAttachment struct {
 	key    string // UserKey of the user and profile
 	done   func()
 	result string // warm or cold, for the attach metric
+	// reconnect is what the login found parked (same_pod, or why its
+	// pod is new), for the audit line; parked says whether Close parked
+	// the pod (set before Close returns).
+	reconnect ReconnectResult
+	parked    bool
 	first  sync.Once
 	trace  *apiTrace       // the login's API trace, for its first session
 	ctx    context.Context // ends on Close; spare preparation uses it
@@ -229,6 +234,24 @@ func (a *connAttachment) Settings() Settings { return settings(a.pol) }
 
 // PodName is the connection's pod, for the SSH front end's audit lines.
 func (a *connAttachment) PodName() string { return a.pod.Ref.Name }
+
+// ReconnectAudit says, for the connection's audit line, whether the login
+// got its parked pod back ("same_pod") or a new one ("new", or "new_" and
+// why its parked pod was gone), and whether the pod was parked when the
+// connection closed; reconnect is "" in profiles without a window.
+func (a *connAttachment) ReconnectAudit() (reconnect string, parked bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.s.window(a.pol) <= 0:
+		return "", false
+	case a.reconnect == ReconnectSamePod:
+		return string(ReconnectSamePod), a.parked
+	case a.reconnect == ReconnectNone:
+		return "new", a.parked
+	}
+	return "new_" + string(a.reconnect), a.parked
+}
 
 // Run runs one session in the connection's pod.
 func (a *connAttachment) Run(ctx context.Context, p Process) (ExitStatus, error) {
@@ -311,6 +334,9 @@ func (a *connAttachment) Close() error {
 	case !a.s.pools.Alive(a.pod):
 		a.s.release(a.pod, fmt.Sprintf("connection %s of user %q closed; the pod is no longer ready", a.id.ConnID, a.id.User))
 	case a.s.park(a.id, a.pol, a.key, a.pod, a.s.heldHere(a.key)-1):
+		a.mu.Lock()
+		a.parked = true
+		a.mu.Unlock()
 		// No connection id, as for Reconnected: repeats form a series.
 		a.s.podEvent(a.pod, EventParked, fmt.Sprintf("kept for user %q to reconnect within %s", a.id.User, a.s.window(a.pol)))
 	default:

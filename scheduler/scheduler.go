@@ -154,7 +154,9 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 		s.podEvent(pod, EventReconnected, fmt.Sprintf("user %q reconnected", id.User))
 		s.tell(progress, ReconnectMessage(ReconnectSamePod, s.window(pol)))
 		donePod := s.takePod(key)
-		return newConnAttachment(s, id, pol, pod, key, "warm", trace, func() { donePod(); doneConn() }), nil
+		a := newConnAttachment(s, id, pol, pod, key, "warm", trace, func() { donePod(); doneConn() })
+		a.reconnect = ReconnectSamePod
+		return a, nil
 	}
 	donePod, err := s.admitPod(pol, id, key)
 	if err != nil {
@@ -176,7 +178,9 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 		}
 		s.tell(progress, ReconnectMessage(res, w))
 	}
-	return newConnAttachment(s, id, pol, pod, key, result, trace, done), nil
+	a := newConnAttachment(s, id, pol, pod, key, result, trace, done)
+	a.reconnect = res
+	return a, nil
 }
 
 // tell shows the user a line through progress, if there is one.

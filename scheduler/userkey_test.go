@@ -109,6 +109,9 @@ func TestPerUserLimitCountsOtherReplicas(t *testing.T) {
 	if len(told) != 1 || told[0] != ReconnectMessage(ReconnectSamePod, time.Hour) {
 		t.Errorf("user told %q", told)
 	}
+	if r, parked := back.(*connAttachment).ReconnectAudit(); r != "same_pod" || parked {
+		t.Errorf("audit: reconnect %q, parked %v", r, parked)
+	}
 	if _, err := s.Attach(ctx, id("alice", "web"), nil); !errors.Is(err, ErrAtCapacity) {
 		t.Errorf("a pod beyond the limit after the reconnect: %v", err)
 	}
@@ -120,6 +123,9 @@ func TestPerUserLimitCountsOtherReplicas(t *testing.T) {
 	_ = back.Close()
 	if got := <-pools.released; got != parkedPod {
 		t.Errorf("released %s, want %s", got, parkedPod)
+	}
+	if _, parked := back.(*connAttachment).ReconnectAudit(); parked {
+		t.Error("audit says parked for a released pod")
 	}
 }
 

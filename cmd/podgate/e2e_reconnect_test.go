@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -119,6 +120,10 @@ func TestE2EReconnectAcrossReplicas(t *testing.T) {
 	if !strings.Contains(errOut, "podgate: you are back in the pod you left") {
 		t.Errorf("reconnect's stderr %q lacks the back-in-your-pod line", errOut)
 	}
+	eventually(t, 10*time.Second, "replica B's audit line for the reconnect", func() bool {
+		log, _ := os.ReadFile(b.AuditLog)
+		return strings.Contains(string(log), `"pod":"`+pod+`"`) && strings.Contains(string(log), `"reconnect":"same_pod","parked":true`)
+	})
 	if m, err := b.Scrape(context.Background()); err != nil || m.Value("podgate_reconnects_total", "result", "same_pod") != 1 {
 		t.Errorf("replica B's podgate_reconnects_total{result=same_pod} = %v (%v), want 1", m.Value("podgate_reconnects_total", "result", "same_pod"), err)
 	}
