@@ -202,11 +202,11 @@ type connAttachment struct {
 	// the pod (set before Close returns).
 	reconnect ReconnectResult
 	parked    bool
-	first  sync.Once
-	trace  *apiTrace       // the login's API trace, for its first session
-	ctx    context.Context // ends on Close; spare preparation uses it
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // spare preparation in flight
+	first     sync.Once
+	trace     *apiTrace       // the login's API trace, for its first session
+	ctx       context.Context // ends on Close; spare preparation uses it
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // spare preparation in flight
 
 	// mu protects the following.
 	mu     sync.Mutex
