@@ -198,10 +198,9 @@ type connAttachment struct {
 	done   func()
 	result string // warm or cold, for the attach metric
 	// reconnect is what the login found parked (same_pod, or why its
-	// pod is new), for the audit line; parked says whether Close parked
-	// the pod (set before Close returns).
+	// pod is new), for the audit line; set before the attachment is
+	// returned.
 	reconnect ReconnectResult
-	parked    bool
 	first     sync.Once
 	trace     *apiTrace       // the login's API trace, for its first session
 	ctx       context.Context // ends on Close; spare preparation uses it
@@ -213,6 +212,7 @@ type connAttachment struct {
 	tty    Prepared // spare prepared streams, nil when none
 	plain  Prepared
 	closed bool
+	parked bool // Close parked the pod
 }
 
 var _ Attachment = (*connAttachment)(nil)
