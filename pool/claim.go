@@ -249,6 +249,7 @@ func claimPatch(rv, owner, run string, c scheduler.Claim, now time.Time) ([]byte
 			LabelOwner:   owner,
 			LabelRun:     run,
 			LabelSession: labelValue(c.Session),
+			LabelUserKey: labelValue(c.UserKey),
 		},
 		"annotations": claimAnnotations(c, now),
 	}
@@ -290,6 +291,7 @@ func (p *Pool) newPod(prof *profile.Profile, state, owner, run string, c *schedu
 	}
 	if c != nil {
 		pod.Labels[LabelSession] = labelValue(c.Session)
+		pod.Labels[LabelUserKey] = labelValue(c.UserKey)
 		for k, v := range claimAnnotations(*c, now) {
 			pod.Annotations[k] = v
 		}

@@ -28,6 +28,7 @@ func (p *Pool) onPod(pod *corev1.Pod, counted bool) {
 		p.relabeling.seen(pod.Name)
 	}
 	p.claiming.observe(pod, p.opts.ReplicaID)
+	p.parkWaits.observe(pod)
 	if current {
 		p.demand.observe(prof, pod, counted, now)
 	}

@@ -14,15 +14,20 @@ import corev1 "k8s.io/api/core/v1"
 //	                          │ any replica: merge patch with the                │ owner R hands it out from
 //	                          │ cached resourceVersion, then a fresh exec        │ memory; the claim record is
 //	                          ▼                                                  ▼ written in parallel (tests)
-//	                       claimed (owner, run, session, user) ◄─────────────────┘
-//	                          │ Release: delete (uid precondition), or, when that fails, ──► released
-//	                          ▼                                                                │
-//	                       deleted ◄────────────────── the leader deletes ◄───────────────────┘
+//	                       claimed (owner, run, session, user, user-key) ◄──────┘
+//	                          │  ▲  │ Release: delete (uid precondition), or, when that fails, ──► released
+//	   Park (JSON patch:      │  │  ▼                                                                │
+//	   test uid, claimed,     │  │ deleted ◄────────────────── the leader deletes ◄───────────────────┘
+//	   owner, run; drop       ▼  │ Unpark (any replica: merge patch with the cached resourceVersion)
+//	   owner and run) ──► parked (user-key, parked-until) ──► deleted by the leader once
+//	                                                          parked-until has passed (park.go)
 //
 // A pod created for a waiting user starts claimed (AnnCold); a handoff turns
 // it idle. Reserved and claimed pods of a replica whose liveness Lease lapsed,
 // or of an earlier run of a live replica (LabelRun), are deleted, never adopted: see
 // reap.go and reserved.go for where the isolation invariant is enforced.
+// A parked pod has no owner: it outlives the replica that parked it, and
+// only its user's key (park.go) leads a login to it.
 const (
 	LabelManaged = "podgate.io/managed"
 	LabelProfile = "podgate.io/profile"
@@ -44,6 +49,13 @@ const (
 	// have given to users from its own. It is a label, as the owner is, so
 	// that the claim record's test operations find it on every pod.
 	LabelRun = "podgate.io/run"
+	// LabelUserKey is scheduler.UserKey of the user a claimed or parked
+	// pod is for: the pod informer indexes it, so every replica counts a
+	// user's pods and finds their parked one without a scan.
+	LabelUserKey = "podgate.io/user-key"
+	// AnnParkedUntil is when a parked pod's reconnect window ends
+	// (RFC 3339); the leader deletes it after that.
+	AnnParkedUntil = "podgate.io/parked-until"
 
 	// LabelReplica marks the liveness Leases of podgate replicas.
 	LabelReplica = "podgate.io/replica"
@@ -65,6 +77,9 @@ const (
 	// which alone opens streams into it and hands it out.
 	StateReserved = "reserved"
 	StateClaimed  = "claimed"
+	// StateParked: kept for its user's reconnect (LabelUserKey) until
+	// AnnParkedUntil; no replica owns it.
+	StateParked   = "parked"
 	StateReleased = "released"
 )
 

@@ -20,6 +20,8 @@ type metrics struct {
 	recordFailures   *prometheus.CounterVec
 	createFailures   *prometheus.CounterVec
 	podStart         *prometheus.HistogramVec
+	// reconnects counts what became of parked pods (park.go).
+	reconnects *prometheus.CounterVec
 	// syncPass is the time of one sync pass (see Pool.sync), by role: the
 	// leader's pass also replenishes, shrinks and reaps.
 	syncPass *prometheus.HistogramVec
@@ -29,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		pods: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "podgate_pool_pods",
-			Help: "Managed pods by profile and state (idle: Ready and waiting for a user, reserved or not; warming; claimed), as this replica's cache sees them.",
+			Help: "Managed pods by profile and state (idle: Ready and waiting for a user, reserved or not; warming; claimed; parked: kept for a user's reconnect), as this replica's cache sees them.",
 		}, []string{"profile", "state"}),
 		reservedPods: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "podgate_pool_reserved_pods",
@@ -72,6 +74,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from creating a cold pod (for a waiting user) to it being Ready, whether that user or, after a handoff, the pool gets it.",
 			Buckets: []float64{0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120},
 		}, []string{"profile"}),
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podgate_reconnects_total",
+			Help: "What became of pods kept for a reconnect, counted once per pod by the replica that decided it: same_pod (a reconnect through this replica took it back), expired (the leader deleted it after its window), deleted (it stopped being Ready while parked, or vanished under a reconnect's claim), over_limit (not parked: its user held the per-user limit).",
+		}, []string{"profile", "result"}),
 		syncPass: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "podgate_pool_sync_duration_seconds",
 			Help: "Time of one pool sync pass over every profile's pods, by role (leader: it also creates, deletes and reaps; follower: gauges only). It runs after pod events and every second.",
@@ -81,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"role"}),
 	}
 	for _, c := range []prometheus.Collector{m.pods, m.reservedPods, m.share, m.held, m.target, m.degraded,
-		m.claims, m.reservedHandouts, m.recordFailures, m.createFailures, m.podStart, m.syncPass} {
+		m.claims, m.reservedHandouts, m.recordFailures, m.createFailures, m.podStart, m.reconnects, m.syncPass} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering pool metrics: %w", err)
 		}
@@ -116,6 +122,7 @@ func (m *metrics) observeView(profile string, v view, pl plan, held int) {
 	m.pods.WithLabelValues(profile, "idle").Set(float64(v.readyIdle + v.readyReserved))
 	m.pods.WithLabelValues(profile, "warming").Set(float64(v.warming))
 	m.pods.WithLabelValues(profile, "claimed").Set(float64(v.claimed))
+	m.pods.WithLabelValues(profile, "parked").Set(float64(v.parked))
 	m.reservedPods.WithLabelValues(profile).Set(float64(v.readyReserved))
 	m.held.WithLabelValues(profile).Set(float64(held))
 	m.target.WithLabelValues(profile).Set(float64(pl.target))

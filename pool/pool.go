@@ -11,15 +11,16 @@
 // PATCH and a fresh exec. Only the replica holding the podgate-pool-leader
 // Lease creates pods, decides the split (split.go), relabels idle pods for
 // a replica short of its share, and reaps: the pods of replicas whose
-// liveness Lease lapsed, released pods, and pods of removed profiles.
+// liveness Lease lapsed, released pods, pods of removed profiles, and
+// parked pods whose reconnect window has passed (park.go).
 //
 // Shape and locks. Pool holds no mutex of its own. Each concern is a small
 // type with its own lock: creations and relabels in flight (inflight.go),
 // deletions in flight, unreserved claims in flight (claiming), the users
 // waiting for a pod (wait.go), this run's reserved pods and their streams
 // (reserved.go), health and demand (demand.go), the liveness Lease
-// (liveness.go), the leadership term (leader.go), abandoned claims and the
-// API's health. Lock order: there is none to keep, because every one of
+// (liveness.go), the leadership term (leader.go), abandoned claims, the
+// parks waiting for the cache (park.go) and the API's health. Lock order: there is none to keep, because every one of
 // these locks is a leaf: no type calls another, the API server or a
 // callback while it holds its own lock.
 package pool
@@ -153,6 +154,7 @@ const (
 	indexStarting  = "podgate-starting"
 	indexOwner     = "podgate-owner"
 	indexState     = "podgate-state"
+	indexUserKey   = "podgate-user-key"
 )
 
 // Pool implements scheduler.Pools over one guest namespace.
@@ -198,9 +200,13 @@ type Pool struct {
 	reserved   *reservedSet
 	kinds      *streamKinds
 	abandoned  *abandonedClaims
+	parkWaits  *parkWaits
 }
 
-var _ scheduler.Pools = (*Pool)(nil)
+var (
+	_ scheduler.Pools   = (*Pool)(nil)
+	_ scheduler.Parking = (*Pool)(nil)
+)
 
 // New returns a pool. pods must be an informer over pods in opts.Namespace
 // selected by ManagedSelector, leases one over Leases selected by
@@ -241,6 +247,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		reserved:   newReservedSet(),
 		kinds:      newStreamKinds(),
 		abandoned:  newAbandonedClaims(),
+		parkWaits:  newParkWaits(),
 	}
 	p.demand = newDemand(m, log, &p.opts)
 	if err := m.registerGauges(reg, p.reserved); err != nil {
@@ -252,6 +259,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		indexStarting:  indexByStarting,
 		indexOwner:     indexByOwner,
 		indexState:     indexByState,
+		indexUserKey:   indexByUserKey,
 	}); err != nil {
 		return nil, fmt.Errorf("creating pool: adding pod indexes: %w", err)
 	}

@@ -48,6 +48,14 @@ func newUnitPool(t *testing.T, cs *fake.Clientset, prof *profile.Profile) *Pool 
 // newUnitPoolWith is newUnitPool with a stream preparer.
 func newUnitPoolWith(t *testing.T, cs *fake.Clientset, prof *profile.Profile, prep Preparer) *Pool {
 	t.Helper()
+	return newUnitPoolAs(t, cs, prof, prep, "r1", nil)
+}
+
+// newUnitPoolAs is newUnitPoolWith for the replica id replica, with an
+// informer factory of its own, as another replica has; setup, if set, sees
+// the pool before its informer starts.
+func newUnitPoolAs(t *testing.T, cs *fake.Clientset, prof *profile.Profile, prep Preparer, replica string, setup func(*Pool)) *Pool {
+	t.Helper()
 	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(testNS))
 	store, err := profile.NewStore(prof, f.Core().V1().PodTemplates().Informer(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -55,9 +63,12 @@ func newUnitPoolWith(t *testing.T, cs *fake.Clientset, prof *profile.Profile, pr
 	}
 	p, err := New(cs, f.Core().V1().Pods().Informer(), f.Coordination().V1().Leases().Informer(), store, prep,
 		clocktesting.NewFakeClock(time.Unix(1e9, 0)), slog.New(slog.NewTextHandler(io.Discard, nil)),
-		prometheus.NewRegistry(), Options{Namespace: testNS, ReplicaID: "r1"})
+		prometheus.NewRegistry(), Options{Namespace: testNS, ReplicaID: replica})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(p)
 	}
 	stop := make(chan struct{})
 	t.Cleanup(func() { close(stop); f.Shutdown() })

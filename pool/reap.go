@@ -29,6 +29,7 @@ import (
 // before their users' pods go. Each pass reads only the pods it may delete,
 // through the informer's indexes.
 func (p *Pool) reap(ctx context.Context, reps replicas, now time.Time) {
+	p.reapParked(ctx, now)
 	released, _ := p.pods.GetIndexer().ByIndex(indexState, StateReleased)
 	for _, o := range released {
 		if pod, ok := o.(*corev1.Pod); ok && pod.DeletionTimestamp == nil {

@@ -50,7 +50,7 @@ type view struct {
 	lapsed int
 	// For the metrics: Ready spare pods, unreserved and reserved; spare
 	// pods not Ready yet; claimed pods.
-	readyIdle, readyReserved, warming, claimed int
+	readyIdle, readyReserved, warming, claimed, parked int
 	// starting counts the fresh spare pods (reserved or not) not Ready
 	// yet: the probes of a profile that has not proven it can start pods.
 	starting int
@@ -137,6 +137,9 @@ func (p *Pool) view(prof *profile.Profile, reps replicas, now time.Time) view {
 		switch {
 		case state == StateClaimed:
 			v.claimed++
+			continue
+		case state == StateParked:
+			v.parked++
 			continue
 		case state == StateReserved && (reps.runs[owner] == "" || reps.runs[owner] != pod.Labels[LabelRun]):
 			v.lapsed++ // reaped, or deleted by its replica's new run

@@ -127,6 +127,7 @@ func claimRecordPatch(uid types.UID, owner, run string, c scheduler.Claim, now t
 		{Op: "test", Path: labelPath(LabelRun), Value: run},
 		{Op: "replace", Path: labelPath(LabelState), Value: StateClaimed},
 		{Op: "add", Path: labelPath(LabelSession), Value: labelValue(c.Session)},
+		{Op: "add", Path: labelPath(LabelUserKey), Value: labelValue(c.UserKey)},
 	}
 	ann := claimAnnotations(c, now)
 	if hasAnn {

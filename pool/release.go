@@ -103,6 +103,7 @@ func recyclePatch(uid types.UID) ([]byte, error) {
 			LabelOwner:   nil,
 			LabelRun:     nil,
 			LabelSession: nil,
+			LabelUserKey: nil,
 		},
 		"annotations": map[string]any{
 			AnnUser: nil, AnnRemoteAddr: nil, AnnConnID: nil, AnnClaimedAt: nil, AnnCold: "false",

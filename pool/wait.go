@@ -450,9 +450,10 @@ func (p *Pool) waitingFor(w *waiter) string {
 }
 
 // podStarting reports whether a pod holds a start slot: not yet Ready, and
-// neither failed (the leader deletes those), released nor being deleted.
+// neither failed (the leader deletes those), released, parked nor being
+// deleted.
 func podStarting(pod *corev1.Pod) bool {
-	if pod.DeletionTimestamp != nil || podReady(pod) || pod.Labels[LabelState] == StateReleased {
+	if s := pod.Labels[LabelState]; pod.DeletionTimestamp != nil || podReady(pod) || s == StateReleased || s == StateParked {
 		return false
 	}
 	_, bad := podFailure(pod)

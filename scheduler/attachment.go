@@ -194,26 +194,32 @@ type connAttachment struct {
 	id     Identity
 	pol    Policy
 	pod    *Pod
+	key    string // UserKey of the user and profile
 	done   func()
 	result string // warm or cold, for the attach metric
-	first  sync.Once
-	trace  *apiTrace       // the login's API trace, for its first session
-	ctx    context.Context // ends on Close; spare preparation uses it
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // spare preparation in flight
+	// reconnect is what the login found parked (same_pod, or why its
+	// pod is new), for the audit line; set before the attachment is
+	// returned.
+	reconnect ReconnectResult
+	first     sync.Once
+	trace     *apiTrace       // the login's API trace, for its first session
+	ctx       context.Context // ends on Close; spare preparation uses it
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // spare preparation in flight
 
 	// mu protects the following.
 	mu     sync.Mutex
 	tty    Prepared // spare prepared streams, nil when none
 	plain  Prepared
 	closed bool
+	parked bool // Close parked the pod
 }
 
 var _ Attachment = (*connAttachment)(nil)
 
-func newConnAttachment(s *Scheduler, id Identity, pol Policy, pod *Pod, result string, trace *apiTrace, done func()) *connAttachment {
+func newConnAttachment(s *Scheduler, id Identity, pol Policy, pod *Pod, key, result string, trace *apiTrace, done func()) *connAttachment {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &connAttachment{s: s, id: id, pol: pol, pod: pod, done: done, result: result, trace: trace,
+	a := &connAttachment{s: s, id: id, pol: pol, pod: pod, key: key, done: done, result: result, trace: trace,
 		ctx: ctx, cancel: cancel}
 	if pod.Stream != nil && pod.Stream.TTY() {
 		a.tty = pod.Stream
@@ -228,6 +234,24 @@ func (a *connAttachment) Settings() Settings { return settings(a.pol) }
 
 // PodName is the connection's pod, for the SSH front end's audit lines.
 func (a *connAttachment) PodName() string { return a.pod.Ref.Name }
+
+// ReconnectAudit says, for the connection's audit line, whether the login
+// got its parked pod back ("same_pod") or a new one ("new", or "new_" and
+// why its parked pod was gone), and whether the pod was parked when the
+// connection closed; reconnect is "" in profiles without a window.
+func (a *connAttachment) ReconnectAudit() (reconnect string, parked bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.s.window(a.pol) <= 0:
+		return "", false
+	case a.reconnect == ReconnectSamePod:
+		return string(ReconnectSamePod), a.parked
+	case a.reconnect == ReconnectNone:
+		return "new", a.parked
+	}
+	return "new_" + string(a.reconnect), a.parked
+}
 
 // Run runs one session in the connection's pod.
 func (a *connAttachment) Run(ctx context.Context, p Process) (ExitStatus, error) {
@@ -298,22 +322,27 @@ func (a *connAttachment) Close() error {
 	a.tty, a.plain = nil, nil
 	a.mu.Unlock()
 	a.cancel()
-	a.done()
 	// Park (or release) before the slow part: closing prepared streams
 	// and waiting for a spare one in preparation take round trips to the
 	// kubelet, and a user who reconnects within them would otherwise
-	// miss the parked pod and be given another.
+	// miss the parked pod and be given another. The pod's slot is given
+	// back only once it is parked, so that the user's count never drops
+	// while the park is in flight.
 	switch {
 	case a.pod.Record.Err() != nil:
 		a.s.release(a.pod, fmt.Sprintf("the claim record for connection %s failed", a.id.ConnID))
 	case !a.s.pools.Alive(a.pod):
 		a.s.release(a.pod, fmt.Sprintf("connection %s of user %q closed; the pod is no longer ready", a.id.ConnID, a.id.User))
-	case a.s.park(a.id, a.pol.ReconnectWindow, a.pod):
+	case a.s.park(a.id, a.pol, a.key, a.pod, a.s.heldHere(a.key)-1):
+		a.mu.Lock()
+		a.parked = true
+		a.mu.Unlock()
 		// No connection id, as for Reconnected: repeats form a series.
-		a.s.podEvent(a.pod, EventParked, fmt.Sprintf("kept for user %q to reconnect within %s", a.id.User, a.pol.ReconnectWindow))
+		a.s.podEvent(a.pod, EventParked, fmt.Sprintf("kept for user %q to reconnect within %s", a.id.User, a.s.window(a.pol)))
 	default:
 		a.s.release(a.pod, fmt.Sprintf("connection %s of user %q closed", a.id.ConnID, a.id.User))
 	}
+	a.done()
 	a.wg.Wait()
 	for _, p := range []Prepared{tty, plain} {
 		if p != nil {
@@ -370,8 +399,9 @@ func (a *sessionAttachment) Run(ctx context.Context, p Process) (ExitStatus, err
 		trace = &apiTrace{}
 	}
 	var pod *Pod
-	claim := Claim{Identity: a.id, Session: a.id.ConnID + "-" + strconv.Itoa(n)}
-	donePod, err := a.s.admitPod(a.pol, a.id)
+	key := UserKey(a.id.User, a.pol.Name)
+	claim := Claim{Identity: a.id, UserKey: key, Session: a.id.ConnID + "-" + strconv.Itoa(n)}
+	donePod, err := a.s.admitPod(a.pol, a.id, key)
 	if err == nil {
 		defer donePod()
 		pod, err = a.s.obtain(withAPITrace(ctx, trace), a.pol, claim, a.progress)

@@ -30,7 +30,8 @@ const (
 	// got the parked pod.
 	EventReconnected EventReason = "Reconnected"
 	// EventReleased: the login is done with the pod, which is deleted;
-	// the note says why (connection closed, window over, shutdown).
+	// the note says why (connection closed, session ended). A parked pod
+	// deleted after its window is the pool's Reaped.
 	EventReleased EventReason = "Released"
 	// EventReaped: the pool deleted a pod nobody uses: idle too long,
 	// above target, template changed, owner replica gone, abandoned.

@@ -38,7 +38,7 @@ func (r *recordedEvents) lines() []string {
 func schedulerWithEvents(t *testing.T, pools Pools) (*Scheduler, *recordedEvents) {
 	t.Helper()
 	ev := &recordedEvents{}
-	s, err := New(pools, &fakeExecer{}, clock.RealClock{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), Options{Events: ev})
+	s, err := New(pools, &fakeExecer{}, clock.RealClock{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), Options{Events: ev, Parking: parkingOf(pools)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,8 +59,9 @@ func shutdown(s *Scheduler) {
 }
 
 // TestEventsParkReconnectShutdown: a pod's story through a reconnect
-// window: claimed, parked, reconnected, parked again, released at
-// shutdown; each Event names the user and the connection.
+// window: claimed, parked, reconnected, parked again, and still parked
+// after shutdown (it lives in the cluster); each Event names the user and
+// the connection.
 func TestEventsParkReconnectShutdown(t *testing.T) {
 	web := policy("web")
 	web.ReconnectWindow = time.Hour
@@ -80,7 +81,6 @@ func TestEventsParkReconnectShutdown(t *testing.T) {
 		`pod-1/uid-1 Parked: kept for user "alice" to reconnect within 1h0m0s`,
 		`pod-1/uid-1 Reconnected: user "alice" reconnected`,
 		`pod-1/uid-1 Parked: kept for user "alice" to reconnect within 1h0m0s`,
-		`pod-1/uid-1 Released: podgate is shutting down`,
 	)
 }
 
@@ -124,41 +124,28 @@ func TestEventsSessionMode(t *testing.T) {
 	)
 }
 
-// TestEventsParkedPodLetGo: a parked pod released because the same user
-// parked a newer one, or because the window passed, says so.
-func TestEventsParkedPodLetGo(t *testing.T) {
-	t.Run("replaced", func(t *testing.T) {
-		web := policy("web")
-		web.ReconnectWindow = time.Hour
-		pools := newFakePools(web)
-		pools.idle = 2
-		s, ev := schedulerWithEvents(t, pools)
-		a1, _ := s.Attach(context.Background(), id("alice", "web"), nil)
-		a2, _ := s.Attach(context.Background(), id("alice", "web"), nil)
-		_ = a1.Close()
-		_ = a2.Close()
-		<-pools.released
-		if got := ev.lines(); !slices.Contains(got, `pod-1/uid-1 Released: user "alice" parked a newer pod in its place`) {
-			t.Errorf("no release of the older parked pod in\n  %s", strings.Join(got, "\n  "))
-		}
-	})
-	t.Run("window passed", func(t *testing.T) {
-		web := policy("web")
-		web.ReconnectWindow = 50 * time.Millisecond
-		pools := newFakePools(web)
-		pools.idle = 1
-		s, ev := schedulerWithEvents(t, pools)
-		a, _ := s.Attach(context.Background(), id("alice", "web"), nil)
-		_ = a.Close()
-		select {
-		case <-pools.released:
-		case <-time.After(30 * time.Second):
-			t.Fatal("parked pod never released")
-		}
-		if got := ev.lines(); !slices.Contains(got, `pod-1/uid-1 Released: user "alice" did not reconnect within 50ms`) {
-			t.Errorf("no release for the window in\n  %s", strings.Join(got, "\n  "))
-		}
-	})
+// TestEventsNotParkedOverLimit: a pod its user cannot keep parked (they
+// hold the limit elsewhere) is released, and its Event says the connection
+// closed.
+func TestEventsNotParkedOverLimit(t *testing.T) {
+	web := policy("web")
+	web.ReconnectWindow, web.MaxPerUser = time.Hour, 2
+	pools := newFakePools(web)
+	pools.idle = 1
+	s, ev := schedulerWithEvents(t, pools)
+	a, err := s.Attach(context.Background(), id("alice", "web"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pools.mu.Lock()
+	pools.elsewhere[UserKey("alice", "web")] = 2 // two more, through another replica at once
+	pools.mu.Unlock()
+	_ = a.Close()
+	<-pools.released
+	wantEvents(t, ev,
+		`pod-1/uid-1 Claimed: claimed for user "alice", connection c-alice (warm)`,
+		`pod-1/uid-1 Released: connection c-alice of user "alice" closed`,
+	)
 }
 
 // TestEventReasons: the reasons' types, actions and per-login flags, which

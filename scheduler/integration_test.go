@@ -67,7 +67,7 @@ func start(t *testing.T, env *kubetest.Env, cfg profile.DefaultProfileConfig) *s
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := scheduler.New(p, nopExecer{}, clock.RealClock{}, log, prometheus.NewRegistry(), scheduler.Options{})
+	s, err := scheduler.New(p, nopExecer{}, clock.RealClock{}, log, prometheus.NewRegistry(), scheduler.Options{Parking: p})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,9 @@ func TestIntegrationSessionModeLeavesNoPods(t *testing.T) {
 // identity never does; with the window over, the pod is deleted.
 func TestIntegrationReconnectWindow(t *testing.T) {
 	env := kubetest.New(t)
-	s := start(t, env, profile.DefaultProfileConfig{PoolMin: 2, ReconnectWindow: 5 * time.Second})
+	// The window outlasts bob's login even when it waits for a cold pod
+	// on a loaded machine (5 s did not: alice came back after it).
+	s := start(t, env, profile.DefaultProfileConfig{PoolMin: 2, ReconnectWindow: 20 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	alice := scheduler.Identity{User: "alice", ConnID: "c1", AcceptedAt: time.Now()}

@@ -35,10 +35,13 @@ type Policy struct {
 	// MaxWait bounds how long a connection waits for a cold pod.
 	MaxWait time.Duration
 	// ReconnectWindow is how long a connection-mode pod is kept for the same
-	// identity after the connection closes; zero deletes it at once.
+	// identity after the connection closes (at most the scheduler's
+	// Options.MaxReconnectWindow); zero deletes it at once.
 	ReconnectWindow time.Duration
-	// MaxConnections and MaxPerUser bound concurrent attachments of the
-	// profile on this replica; zero means no limit.
+	// MaxConnections bounds concurrent attachments of the profile on this
+	// replica; MaxPerUser the pods one user holds or has parked in the
+	// profile, counted over every replica (see admitPod for the bound on
+	// the race between replicas); zero means no limit.
 	MaxConnections int
 	MaxPerUser     int
 	// AllowedUsers lists who may use the profile; "*" (or an empty list on
@@ -165,6 +168,10 @@ func (r *ClaimRecord) Wait(ctx context.Context) error {
 // labels and annotations so that operators and the reaper can see it.
 type Claim struct {
 	Identity Identity
+	// UserKey is UserKey(Identity.User, the resolved profile): pool puts it
+	// on the pod (a label) so that every replica counts the user's pods and
+	// finds their parked one.
+	UserKey string
 	// Session names the claim in the podgate.io/session label: the
 	// connection id, plus a channel number in session mode.
 	Session string

@@ -1,111 +1,114 @@
 package scheduler
 
 import (
-	"fmt"
-	"sync/atomic"
+	"context"
+	"errors"
 	"time"
-
-	"github.com/hashicorp/golang-lru/v2/expirable"
 )
 
-// park keeps a connection-mode pod for its identity's reconnect window. It
-// reports false when the pod should be released instead (no window, or
-// shutting down).
-func (s *Scheduler) park(id Identity, window time.Duration, pod *Pod) bool {
+// Reconnects. A connection-mode pod whose connection closes is parked in the
+// cluster, not in this replica's memory: Parking (package pool) puts the
+// state (parked), the user's key (UserKey) and the time it is kept until on
+// the pod itself. Any replica's informer finds it by the key, a reconnect
+// through any replica (or a restarted one) claims it with a conditional
+// write, so exactly one login gets it, and the leader deletes it once its
+// time has passed.
+
+// ReconnectResult is what became of a user's parked pod: the label of
+// podgate_reconnects_total, and what the user is told on login.
+type ReconnectResult string
+
+const (
+	// ReconnectNone: nothing was parked for the user, a first login (or
+	// one long after the leader deleted the parked pod).
+	ReconnectNone ReconnectResult = ""
+	// ReconnectSamePod: the reconnect took the parked pod back.
+	ReconnectSamePod ReconnectResult = "same_pod"
+	// ReconnectExpired: the parked pod's window had passed.
+	ReconnectExpired ReconnectResult = "expired"
+	// ReconnectDeleted: the parked pod was gone, failed or not Ready.
+	ReconnectDeleted ReconnectResult = "deleted"
+	// ReconnectOverLimit: the pod was not parked, because keeping it would
+	// have left the user holding more than the per-user limit.
+	ReconnectOverLimit ReconnectResult = "over_limit"
+)
+
+// ErrParkOverLimit is Parking.Park's refusal to keep a pod that would leave
+// its user over the profile's per-user limit; the pod is released instead.
+var ErrParkOverLimit = errors.New("user at the per-user pod limit")
+
+// Parking keeps connection-mode pods for their users' reconnects, in the
+// cluster. Package pool implements it.
+type Parking interface {
+	// Park turns a pod this replica holds into a parked pod of c.UserKey,
+	// kept until until. heldHere is how many other pods of the key this
+	// replica holds; with them and the pods other replicas hold or have
+	// parked under the key, keeping this one must not exceed the profile's
+	// per-user limit, or Park fails with ErrParkOverLimit. Any other
+	// failure leaves the pod to the caller, who releases it. A user has at
+	// most one parked pod per profile: an older one is deleted.
+	Park(ctx context.Context, pod *Pod, c Claim, until time.Time, heldHere int) error
+	// Unpark claims for c a pod parked under c.UserKey in the profile,
+	// with a conditional write; of two logins taking one pod, one wins.
+	// It returns nil and why there was none to take (ReconnectNone when
+	// nothing was parked) when no pod is returned.
+	Unpark(ctx context.Context, profile string, c Claim) (*Pod, ReconnectResult, error)
+	// UserPods counts the pods under key that this replica does not hold:
+	// parked ones, and those claimed by other replicas (or an earlier run
+	// of this one), as this replica's informer cache shows them.
+	UserPods(key string) int
+}
+
+// parkTimeout bounds the write that parks a pod.
+const parkTimeout = 10 * time.Second
+
+// window is the profile's reconnect window, within the operator's bound.
+func (s *Scheduler) window(pol Policy) time.Duration {
+	w := pol.ReconnectWindow
+	if s.parking == nil || pol.Mode != ModeConnection {
+		return 0
+	}
+	if m := s.opts.MaxReconnectWindow; m > 0 && w > m {
+		w = m
+	}
+	return w
+}
+
+// park keeps a connection-mode pod for its user's reconnect window. It
+// reports false when the pod should be released instead (no window, over
+// the user's limit, or the write failed). heldHere counts the user's other
+// pods on this replica.
+func (s *Scheduler) park(id Identity, pol Policy, key string, pod *Pod, heldHere int) bool {
+	window := s.window(pol)
 	if window <= 0 {
 		return false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shuttingDown {
+	ctx, cancel := context.WithTimeout(context.Background(), parkTimeout)
+	defer cancel()
+	until := s.clock.Now().Add(window)
+	err := s.parking.Park(ctx, pod, Claim{Identity: id, UserKey: key, Session: id.ConnID}, until, heldHere)
+	if err != nil {
+		s.log.Info("not parking pod", "user", id.User, "profile", pol.Name, "pod", pod.Ref.Name, "conn", id.ConnID, "err", err)
 		return false
 	}
-	c := s.parkedLocked(window)
-	// A pod already parked for this identity (two connections closed
-	// within the window) is removed first, which runs the eviction
-	// callback and so releases it: Add on an existing key replaces the
-	// value without calling the callback, which would leave the older
-	// pod claimed for as long as this replica lives.
-	if old, ok := c.Peek(id.Key()); ok {
-		old.letGo(fmt.Sprintf("user %q parked a newer pod in its place", id.User))
-	}
-	c.Remove(id.Key())
-	c.Add(id.Key(), &parkedPod{pod: pod, user: id.User, at: s.clock.Now()})
+	s.log.Info("parked pod", "user", id.User, "profile", pol.Name, "pod", pod.Ref.Name, "conn", id.ConnID,
+		"until", until.UTC().Format(time.RFC3339))
 	return true
 }
 
-// unpark takes the pod parked for exactly this identity, if it is still
-// alive. The key is Identity.Key(), so no other user (or other profile of
-// the same user) can reach it.
-func (s *Scheduler) unpark(id Identity, pol Policy) *Pod {
-	if pol.ReconnectWindow <= 0 {
-		return nil
+// unpark takes the pod parked for exactly this user and profile (the key is
+// UserKey over the canonical user and the resolved profile, so no other
+// user, nor the same user's other profiles, reach it). It returns nil, and
+// why, when there is none; a failure to look is logged and costs the user
+// only their old pod.
+func (s *Scheduler) unpark(ctx context.Context, id Identity, pol Policy, key string) (*Pod, ReconnectResult) {
+	if s.window(pol) <= 0 {
+		return nil, ReconnectNone
 	}
-	s.mu.Lock()
-	c, ok := s.parked[pol.ReconnectWindow]
-	var pp *parkedPod
-	if ok {
-		// Whoever flips owned first, this reconnect or an expiry
-		// racing it, decides the pod's fate.
-		if v, found := c.Peek(id.Key()); found && v.owned.CompareAndSwap(false, true) {
-			pp = v
-			c.Remove(id.Key())
-		}
+	pod, res, err := s.parking.Unpark(ctx, pol.Name, Claim{Identity: id, UserKey: key, Session: id.ConnID})
+	if err != nil {
+		s.log.Warn("taking a parked pod failed; giving a new one", "user", id.User, "profile", pol.Name, "conn", id.ConnID, "err", err)
+		return nil, ReconnectDeleted
 	}
-	s.mu.Unlock()
-	if pp == nil {
-		return nil
-	}
-	if !s.pools.Alive(pp.pod) {
-		s.release(pp.pod, fmt.Sprintf("user %q reconnected, but the parked pod is no longer ready", id.User))
-		return nil
-	}
-	return pp.pod
-}
-
-// parkedPod is a pod waiting for its identity to reconnect. owned is set by
-// whoever takes it out, a reconnect or the eviction callback, so that exactly
-// one of them uses or releases the pod.
-type parkedPod struct {
-	pod   *Pod
-	user  string
-	at    time.Time // when it was parked
-	owned atomic.Bool
-	// why is set by whoever removes the entry on purpose (a newer pod of
-	// the same identity, shutdown), for the released pod's Event; nil
-	// for an expiry or an eviction by size.
-	why atomic.Pointer[string]
-}
-
-// letGo says why the entry is about to be removed; the first reason wins.
-func (pp *parkedPod) letGo(why string) { pp.why.CompareAndSwap(nil, &why) }
-
-// releaseReason says why a parked pod is being released.
-func (s *Scheduler) releaseReason(pp *parkedPod, window time.Duration) string {
-	if why := pp.why.Load(); why != nil {
-		return *why
-	}
-	if s.clock.Since(pp.at) >= window {
-		return fmt.Sprintf("user %q did not reconnect within %s", pp.user, window)
-	}
-	return fmt.Sprintf("more than %d pods were parked; the oldest went first", s.opts.MaxParked)
-}
-
-// parkedLocked returns the LRU for one window length, creating it on first
-// use.
-func (s *Scheduler) parkedLocked(window time.Duration) *expirable.LRU[string, *parkedPod] {
-	if c, ok := s.parked[window]; ok {
-		return c
-	}
-	c := expirable.NewLRU(s.opts.MaxParked, func(_ string, pp *parkedPod) {
-		// Called on expiry, on eviction by size or a newer entry, on
-		// Purge and on Remove; a reconnect that took the pod already
-		// owns it. It runs under the LRU's lock, so it must not take
-		// s.mu: release only starts a goroutine.
-		if pp.owned.CompareAndSwap(false, true) {
-			s.release(pp.pod, s.releaseReason(pp, window))
-		}
-	}, window)
-	s.parked[window] = c
-	return c
+	return pod, res
 }

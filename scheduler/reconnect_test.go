@@ -49,11 +49,8 @@ func TestParkTwiceReleasesOlderPod(t *testing.T) {
 		t.Errorf("reconnected to %s, want the last parked pod %s", got, second)
 	}
 	_ = a3.Close()
-	runCtx, cancel := context.WithCancel(ctx)
-	cancel()
-	_ = s.Run(runCtx)
-	if n := pools.heldCount(); n != 0 {
-		t.Errorf("%d pods still held after shutdown", n)
+	if n, p := pools.heldCount(), pools.parkedCount(); n != 1 || p != 1 {
+		t.Errorf("%d pods held, %d parked; want the one parked", n, p)
 	}
 }
 

@@ -8,16 +8,19 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 )
 
 // Options tune a Scheduler. Zero values take the defaults noted.
 type Options struct {
-	// MaxParked bounds the pods kept for reconnects; when full, the
-	// oldest is released early. Default 10000.
-	MaxParked int
+	// Parking keeps connection-mode pods for reconnects in the cluster
+	// (reconnect.go); nil releases every pod when its connection closes.
+	Parking Parking
+	// MaxReconnectWindow bounds every profile's reconnect window (the
+	// operator's PODGATE_MAX_RECONNECT_WINDOW); zero leaves them as they
+	// are.
+	MaxReconnectWindow time.Duration
 	// ProgressEvery is how often a waiting user is told how long they
 	// have waited. Default 1s.
 	ProgressEvery time.Duration
@@ -33,8 +36,8 @@ type Options struct {
 
 // Scheduler turns authenticated connections into attachments: it enforces
 // the profile's access and limits, claims warm pods or creates cold ones
-// through Pools, runs processes through an Execer, and keeps connection-mode
-// pods for their profile's reconnect window.
+// through Pools, runs processes through an Execer, and parks connection-mode
+// pods for their profile's reconnect window through Parking.
 type Scheduler struct {
 	pools   Pools
 	execer  Execer
@@ -42,19 +45,20 @@ type Scheduler struct {
 	log     *slog.Logger
 	metrics *metrics
 	events  PodEvents
+	parking Parking // nil: no reconnects
 	opts    Options
 
 	// bg tracks releases running off the critical path; Run waits for it.
 	bg sync.WaitGroup
 
-	// mu protects the following. Lock order: mu before any LRU's own
-	// lock; eviction callbacks, which run under an LRU's lock, never
-	// take mu.
+	// mu protects the following. It is a leaf: nothing is called while
+	// it is held.
 	mu           sync.Mutex
 	shuttingDown bool
-	// perProfile counts connections per profile, perUser pods per user
-	// and profile (Identity.Key): in connection mode one connection holds
-	// one pod, in session mode every running session holds its own.
+	// perProfile counts connections per profile, perUser the pods this
+	// replica holds per user and profile (UserKey), claims in flight
+	// included: in connection mode one connection holds one pod, in
+	// session mode every running session holds its own.
 	perProfile map[string]int
 	perUser    map[string]int
 	// waiters lists, per profile, the tickets of connections waiting
@@ -62,18 +66,10 @@ type Scheduler struct {
 	waiters map[string][]uint64
 	nWait   int // waiters over all profiles
 	ticket  uint64
-	// parked holds connection-mode pods kept for a reconnect, one LRU
-	// per distinct window length. hashicorp's expirable LRU runs one
-	// goroutine per cache for the life of the process, so caches are
-	// created lazily and never per connection.
-	parked map[time.Duration]*expirable.LRU[string, *parkedPod]
 }
 
 // New returns a scheduler. It registers its metrics on reg.
 func New(pools Pools, execer Execer, clk clock.WithTicker, log *slog.Logger, reg prometheus.Registerer, opts Options) (*Scheduler, error) {
-	if opts.MaxParked <= 0 {
-		opts.MaxParked = 10000
-	}
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = time.Second
 	}
@@ -84,30 +80,23 @@ func New(pools Pools, execer Execer, clk clock.WithTicker, log *slog.Logger, reg
 	return &Scheduler{
 		pools: pools, execer: execer, clock: clk, log: log, metrics: m, opts: opts,
 		events:     OrNoPodEvents(opts.Events),
+		parking:    opts.Parking,
 		perProfile: map[string]int{},
 		perUser:    map[string]int{},
 		waiters:    map[string][]uint64{},
-		parked:     map[time.Duration]*expirable.LRU[string, *parkedPod]{},
 	}, nil
 }
 
 // Run waits until ctx ends, then shuts down: new Attaches fail with
-// ErrShuttingDown, parked pods are released, and Run returns once every
-// background release has finished. Attachments still open release their
-// pods on Close as usual.
+// ErrShuttingDown, and Run returns once every background release has
+// finished. Parked pods stay parked: they live in the cluster, for the
+// user's reconnect through another replica or this one restarted.
+// Attachments still open park or release their pods on Close as usual.
 func (s *Scheduler) Run(ctx context.Context) error {
 	<-ctx.Done()
 	s.mu.Lock()
 	s.shuttingDown = true
-	caches := s.parked
-	s.parked = map[time.Duration]*expirable.LRU[string, *parkedPod]{}
 	s.mu.Unlock()
-	for _, c := range caches {
-		for _, pp := range c.Values() {
-			pp.letGo("podgate is shutting down")
-		}
-		c.Purge() // the eviction callback releases each pod
-	}
 	s.bg.Wait()
 	return nil
 }
@@ -152,30 +141,53 @@ func (s *Scheduler) attach(ctx context.Context, id Identity, progress Progress) 
 		// Each session takes its pod slot when it runs.
 		return newSessionAttachment(s, id, pol, progress, doneConn), nil
 	}
-	donePod, err := s.admitPod(pol, id)
+	key := UserKey(id.User, pol.Name)
+	trace := &apiTrace{}
+	// A parked pod is taken back before the limit is checked: it is
+	// already counted against it, and taking it adds nothing.
+	pod, res := s.unpark(withAPITrace(ctx, trace), id, pol, key)
+	if pod != nil {
+		s.log.Info("reconnected to parked pod", "user", id.User, "profile", pol.Name, "pod", pod.Ref.Name, "conn", id.ConnID)
+		// No connection id: a pod parked and taken back again records
+		// a series of one Event (client-go folds repeats regardless of
+		// their notes), so the note must hold for every repeat.
+		s.podEvent(pod, EventReconnected, fmt.Sprintf("user %q reconnected", id.User))
+		s.tell(progress, ReconnectMessage(ReconnectSamePod, s.window(pol)))
+		donePod := s.takePod(key)
+		a := newConnAttachment(s, id, pol, pod, key, "warm", trace, func() { donePod(); doneConn() })
+		a.reconnect = ReconnectSamePod
+		return a, nil
+	}
+	donePod, err := s.admitPod(pol, id, key)
 	if err != nil {
 		doneConn()
 		return nil, err
 	}
 	done := func() { donePod(); doneConn() }
-	trace := &apiTrace{}
-	if pod := s.unpark(id, pol); pod != nil {
-		s.log.Info("reconnected to parked pod", "user", id.User, "pod", pod.Ref.Name, "conn", id.ConnID)
-		// No connection id: a pod parked and taken back again records
-		// a series of one Event (client-go folds repeats regardless of
-		// their notes), so the note must hold for every repeat.
-		s.podEvent(pod, EventReconnected, fmt.Sprintf("user %q reconnected", id.User))
-		return newConnAttachment(s, id, pol, pod, "warm", trace, done), nil
-	}
-	claim := Claim{Identity: id, Session: id.ConnID}
-	pod, err := s.obtain(withAPITrace(ctx, trace), pol, claim, progress)
+	claim := Claim{Identity: id, UserKey: key, Session: id.ConnID}
+	pod, err = s.obtain(withAPITrace(ctx, trace), pol, claim, progress)
 	if err != nil {
 		done()
 		return nil, err
 	}
 	result := claimResult(pod)
 	s.claimed(pod, claim, result)
-	return newConnAttachment(s, id, pol, pod, result, trace, done), nil
+	if w := s.window(pol); w > 0 {
+		if res != ReconnectNone {
+			s.log.Info("reconnect got a new pod", "user", id.User, "profile", pol.Name, "pod", pod.Ref.Name, "conn", id.ConnID, "old_pod", res)
+		}
+		s.tell(progress, ReconnectMessage(res, w))
+	}
+	a := newConnAttachment(s, id, pol, pod, key, result, trace, done)
+	a.reconnect = res
+	return a, nil
+}
+
+// tell shows the user a line through progress, if there is one.
+func (s *Scheduler) tell(progress Progress, msg string) {
+	if progress != nil {
+		progress(msg)
+	}
 }
 
 func (s *Scheduler) isShuttingDown() bool {
@@ -198,16 +210,48 @@ func (s *Scheduler) admitConn(pol Policy) (func(), error) {
 
 // admitPod takes a pod slot under the user's limit in the profile, or
 // fails with ErrAtCapacity at once; see admitConn.
-func (s *Scheduler) admitPod(pol Policy, id Identity) (func(), error) {
+//
+// The limit is counted over every replica: the pods this replica holds
+// (perUser, its claims in flight included, so its own logins never race
+// each other) plus those its informer cache shows under the key and this
+// replica does not hold (parked ones, and other replicas' claims). The
+// cache lags the API server by a watch round trip, so replicas admitting
+// the same user within that lag of each other do not see each other's
+// claims. The bound: with R replicas, a user who holds c pods that every
+// cache shows holds at most c + R·(limit − c) pods, an overshoot of at
+// most (R−1)·(limit − c) ≤ (R−1)·limit, lasting until those claims reach
+// the caches (then no replica admits the user again until they are under
+// the limit). Logins through one replica never overshoot.
+func (s *Scheduler) admitPod(pol Policy, id Identity, key string) (func(), error) {
+	elsewhere := 0
+	if s.parking != nil && pol.MaxPerUser > 0 {
+		elsewhere = s.parking.UserPods(key)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if pol.MaxPerUser > 0 && s.perUser[id.Key()] >= pol.MaxPerUser {
+	if held := s.perUser[key] + elsewhere; pol.MaxPerUser > 0 && held >= pol.MaxPerUser {
 		return nil, &Refusal{
-			Err:    fmt.Errorf("user %q holds %d pods of profile %q: %w", id.User, pol.MaxPerUser, pol.Name, ErrAtCapacity),
+			Err:    fmt.Errorf("user %q holds %d pods of profile %q (%d through this replica), the limit is %d: %w", id.User, held, pol.Name, s.perUser[key], pol.MaxPerUser, ErrAtCapacity),
 			Reason: fmt.Sprintf("you already have as many pods as one user may hold at once (%d); close a session and try again", pol.MaxPerUser),
 		}
 	}
-	return s.takeLocked(s.perUser, id.Key()), nil
+	return s.takeLocked(s.perUser, key), nil
+}
+
+// takePod counts a pod under key that needs no admission (a parked pod
+// taken back: it was counted already) and returns the func that gives it
+// back.
+func (s *Scheduler) takePod(key string) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.takeLocked(s.perUser, key)
+}
+
+// heldHere is how many pods this replica holds under key.
+func (s *Scheduler) heldHere(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.perUser[key]
 }
 
 // takeLocked counts one more under key in counts (perProfile or perUser)

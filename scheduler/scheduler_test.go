@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 // fakePools hands out numbered pods: warm while idle > 0, else cold once
@@ -34,12 +35,17 @@ type fakePools struct {
 	// onClaim, when set, sees each warm pod Claim hands out, with the
 	// claim's context.
 	onClaim func(ctx context.Context, p *Pod)
+	// parked, elsewhere and now serve Parking (parking_test.go).
+	parked    map[string]*fakeParked
+	elsewhere map[string]int
+	now       func() time.Time
 }
 
 var _ Pools = (*fakePools)(nil)
 
 func newFakePools(pols ...Policy) *fakePools {
-	f := &fakePools{policies: map[string]Policy{}, held: map[string]*Pod{}, gone: map[string]bool{}, released: make(chan string, 100)}
+	f := &fakePools{policies: map[string]Policy{}, held: map[string]*Pod{}, gone: map[string]bool{}, released: make(chan string, 100),
+		parked: map[string]*fakeParked{}, elsewhere: map[string]int{}}
 	for _, p := range pols {
 		f.policies[p.Name] = p
 	}
@@ -196,7 +202,11 @@ func policy(name string) Policy {
 
 func newTestScheduler(t *testing.T, pools Pools, ex Execer, clk clock.WithTicker) *Scheduler {
 	t.Helper()
-	s, err := New(pools, ex, clk, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), Options{})
+	opts := Options{}
+	if f, ok := pools.(*fakePools); ok {
+		opts.Parking = f
+	}
+	s, err := New(pools, ex, clk, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,46 +302,47 @@ func TestReconnectWindowKeyedByIdentity(t *testing.T) {
 	for _, a := range []Attachment{a2, b, ao} {
 		_ = a.Close()
 	}
-	// Shutdown releases every parked pod.
+	// Shutdown leaves every parked pod parked: they live in the
+	// cluster, for a reconnect through another replica.
 	runCtx, cancel := context.WithCancel(ctx)
 	cancel()
 	_ = s.Run(runCtx)
-	if n := pools.heldCount(); n != 0 {
-		t.Errorf("%d pods still held after shutdown", n)
+	if n, p := pools.heldCount(), pools.parkedCount(); n != 3 || p != 3 {
+		t.Errorf("after shutdown %d pods held, %d parked; want 3 parked", n, p)
 	}
 	if _, err := s.Attach(ctx, id("carol", "web"), nil); !errors.Is(err, ErrShuttingDown) {
 		t.Errorf("Attach after shutdown: %v", err)
 	}
 }
 
-// TestReconnectWindowExpires: with a short window the parked pod is
-// released by the window's expiry (expirable.LRU runs on real time).
+// TestReconnectWindowExpires: once the parked pod's window has passed, a
+// reconnect gets a new pod and is told why; the parked one is left to the
+// pool's leader, which deletes it.
 func TestReconnectWindowExpires(t *testing.T) {
 	web := policy("web")
-	web.ReconnectWindow = 50 * time.Millisecond
+	web.ReconnectWindow = time.Minute
 	pools := newFakePools(web)
 	pools.idle = 2
-	s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+	clk := clocktesting.NewFakeClock(time.Unix(1e9, 0))
+	pools.now = clk.Now
+	s := newTestScheduler(t, pools, &fakeExecer{}, clk)
 	a, err := s.Attach(context.Background(), id("alice", "web"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	name := a.(*connAttachment).pod.Ref.Name
 	_ = a.Close()
-	select {
-	case got := <-pools.released:
-		if got != name {
-			t.Errorf("released %s, want %s", got, name)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("parked pod never released")
-	}
-	a2, err := s.Attach(context.Background(), id("alice", "web"), nil)
+	clk.Step(time.Hour)
+	var told []string
+	a2, err := s.Attach(context.Background(), id("alice", "web"), func(m string) { told = append(told, m) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a2.(*connAttachment).pod.Ref.Name == name {
-		t.Error("got a released pod back")
+		t.Error("got an expired parked pod back")
+	}
+	if want := ReconnectMessage(ReconnectExpired, time.Minute); !slices.Contains(told, want) {
+		t.Errorf("user told %q, want %q", told, want)
 	}
 	_ = a2.Close()
 }

@@ -13,8 +13,9 @@ import (
 )
 
 // Identity is who an SSH connection authenticated as. The reconnect window and
-// every per-user limit are keyed by Key(), never by the raw login name, so a
-// username trick cannot land one user in another's pod.
+// every per-user limit are keyed by UserKey(User, resolved profile), never by
+// the raw login name, so a username trick cannot land one user in another's
+// pod.
 type Identity struct {
 	// User is the authenticated user name, canonical (the auth source's
 	// answer, without any "+profile" suffix).
@@ -36,9 +37,6 @@ type Identity struct {
 	// measured from it.
 	AcceptedAt time.Time
 }
-
-// Key is the identity the reconnect window and per-user limits use.
-func (id Identity) Key() string { return id.User + "\x00" + id.Profile }
 
 // Mode says whether a pod serves a whole connection or one session channel.
 type Mode string

@@ -1,6 +1,10 @@
 package scheduler
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
 
 // Refusal is an error that carries a plain explanation fit for the SSH user,
 // such as "the image for profile \"gpu\" cannot be pulled". The scheduler
@@ -80,4 +84,21 @@ func UserMessage(err error) string {
 		return "podgate: " + r.Reason
 	}
 	return sentinelMessage(err)
+}
+
+// ReconnectMessage is the line a user of a profile with a reconnect window
+// is shown on login (on stderr, as progress is): whether they are back in
+// the pod they left or in a new one, and why when their old one is gone.
+// window is how long the pod is kept after they disconnect.
+func ReconnectMessage(res ReconnectResult, window time.Duration) string {
+	keep := fmt.Sprintf("it is kept for %s after you disconnect", window)
+	switch res {
+	case ReconnectSamePod:
+		return "podgate: you are back in the pod you left, with your files; " + keep
+	case ReconnectExpired:
+		return "podgate: you are in a new pod: your earlier pod was not kept, its time ran out; " + keep
+	case ReconnectDeleted:
+		return "podgate: you are in a new pod: your earlier pod was stopped; " + keep
+	}
+	return "podgate: you are in a new pod; " + keep
 }

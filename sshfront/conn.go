@@ -281,6 +281,7 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 	<-attachDone
 	att, attErr := c.attach.result()
 	pod, profile := "", c.id.Profile
+	var reconnect []any
 	if att != nil {
 		if pn, ok := att.(podNamer); ok {
 			pod = pn.PodName()
@@ -293,6 +294,11 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 		if err := att.Close(); err != nil {
 			c.srv.log.Warn("closing attachment", "conn_id", c.connID, "err", err)
 		}
+		if ra, ok := att.(reconnectAuditor); ok {
+			if r, parked := ra.ReconnectAudit(); r != "" {
+				reconnect = []any{"reconnect", r, "parked", parked}
+			}
+		}
 	}
 	c.mu.Lock()
 	nSession, cut := c.nSession, c.cutReason
@@ -303,6 +309,7 @@ func (c *conn) serve(ctx context.Context, cancel context.CancelFunc, sconn *ssh.
 		"client", string(sconn.ClientVersion()), "start", c.acceptedAt,
 		"duration", time.Since(c.acceptedAt), "sessions", nSession,
 	}
+	attrs = append(attrs, reconnect...)
 	if cert := c.auth.decision.Cert; cert.CA != "" {
 		attrs = append(attrs, "cert_id", cert.ID, "cert_serial", cert.Serial, "ca_fp", cert.CA)
 	}

@@ -77,6 +77,13 @@ type podNamer interface {
 	PodName() string
 }
 
+// reconnectAuditor is an attachment that can say, for the audit line,
+// whether the login got its parked pod back and whether the pod was parked
+// at the end (scheduler's connection-mode attachment).
+type reconnectAuditor interface {
+	ReconnectAudit() (reconnect string, parked bool)
+}
+
 // errTooManyForUser is the refusal for users over MaxConnectionsPerUser.
 var errTooManyForUser = errors.New("too many connections for user")
 

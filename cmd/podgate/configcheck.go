@@ -137,6 +137,9 @@ func crossCheck(c *Config, vars []envVar, rawOf func(*envVar) string) []error {
 	if c.Profile.ForwardAllow != "" && !c.Profile.PortForwarding {
 		bad(&c.Profile.ForwardAllow, "has no effect while PODGATE_PORT_FORWARDING is false", "PODGATE_PORT_FORWARDING=true, or no rules")
 	}
+	if m := c.Profile.MaxReconnectWindow; m > 0 && c.Profile.ReconnectWindow > m {
+		bad(&c.Profile.ReconnectWindow, fmt.Sprintf("longer than PODGATE_MAX_RECONNECT_WINDOW (%s)", m), "at most PODGATE_MAX_RECONNECT_WINDOW")
+	}
 	if c.Profile.PoolMin > c.Profile.PoolMax {
 		bad(&c.Profile.PoolMin, fmt.Sprintf("more than PODGATE_POOL_MAX (%d)", c.Profile.PoolMax), "at most PODGATE_POOL_MAX")
 	}

@@ -218,11 +218,13 @@ func httpGetRetry(t *testing.T, url string) string {
 }
 
 // withoutProgress drops the scheduler's "waiting for a pod" lines, which a
-// connection that finds the pool momentarily empty rightly gets on stderr.
+// connection that finds the pool momentarily empty rightly gets on stderr,
+// and the line that tells a user of a reconnect window whether they are
+// back in their pod or in a new one.
 func withoutProgress(stderr string) string {
 	var keep []string
 	for _, l := range strings.Split(stderr, "\n") {
-		if !strings.HasPrefix(l, "waiting for a pod") {
+		if !strings.HasPrefix(l, "waiting for a pod") && !strings.HasPrefix(l, "podgate: you are ") {
 			keep = append(keep, l)
 		}
 	}

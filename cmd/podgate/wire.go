@@ -182,7 +182,11 @@ func wire(ctx context.Context, cfg Config, log, audit *slog.Logger) (*app, error
 	if maxWaiting == 0 {
 		maxWaiting = -1
 	}
-	if a.sched, err = scheduler.New(a.pool, execer, clk, log, reg, scheduler.Options{MaxWaiting: maxWaiting, Events: a.events}); err != nil {
+	if a.sched, err = scheduler.New(a.pool, execer, clk, log, reg, scheduler.Options{
+		MaxWaiting: maxWaiting, Events: a.events,
+		// Reconnect windows park pods in the cluster, through the pool.
+		Parking: a.pool, MaxReconnectWindow: cfg.Profile.MaxReconnectWindow,
+	}); err != nil {
 		return nil, err
 	}
 
