@@ -173,9 +173,9 @@ func TestLoadConnectCycles(t *testing.T) {
 	// pods, at most one per identity that connected.
 	atEnd := pw.counts()
 	identities := workers + fresh
-	sc.Check(atEnd[pool.StateClaimed] <= identities, "claimed pods right after the cycles are at most one parked pod per identity", "%v, %d identities", atEnd, identities)
+	sc.Check(atEnd[pool.StateClaimed]+atEnd[pool.StateParked] <= identities, "claimed and parked pods right after the cycles are at most one per identity", "%v, %d identities", atEnd, identities)
 	for _, p := range pw.pods() {
-		if p.Labels[pool.LabelState] == pool.StateClaimed && p.DeletionTimestamp == nil {
+		if st := p.Labels[pool.LabelState]; (st == pool.StateClaimed || st == pool.StateParked) && p.DeletionTimestamp == nil {
 			u := p.Annotations[pool.AnnUser]
 			if !(strings.HasPrefix(u, "w") || strings.HasPrefix(u, "f")) {
 				sc.Check(false, "every claimed pod belongs to a test identity", "pod %s user %q", p.Name, u)
@@ -186,10 +186,10 @@ func TestLoadConnectCycles(t *testing.T) {
 	// After the reconnect window (plus a reap interval), nothing is
 	// claimed, nothing is stuck, and the pool is back at its target.
 	cleared := pw.waitFor(window+90*time.Second, func(c podCounts) bool {
-		return c[pool.StateClaimed] == 0 && c[pool.StateReleased] == 0 && c["terminating"] == 0 && c["other"] == 0 && c[pool.StateIdle] >= poolMin
+		return c[pool.StateClaimed] == 0 && c[pool.StateParked] == 0 && c[pool.StateReleased] == 0 && c["terminating"] == 0 && c["other"] == 0 && c[pool.StateIdle] >= poolMin
 	})
 	final := pw.counts()
-	sc.Check(cleared, "0 leaked pods: after the reconnect window no pod is claimed, released or stuck, and the pool is at target", "%v (target %d)", final, poolMin)
+	sc.Check(cleared, "0 leaked pods: after the reconnect window no pod is claimed, parked, released or stuck, and the pool is at target", "%v (target %d)", final, poolMin)
 	sc.Check(final[pool.StateIdle] <= poolMin, "idle pods within the pool maximum", "%d", final[pool.StateIdle])
 	sc.Check(g.metric("podgate_connections_active") == 0 && g.metric("podgate_sessions_active") == 0,
 		"no connection or session left open in podgate", "connections %v, sessions %v", g.metric("podgate_connections_active"), g.metric("podgate_sessions_active"))

@@ -341,8 +341,8 @@ func watchPods(t *testing.T, env *kubetest.Env) *podWatch {
 type podCounts map[string]int
 
 func (c podCounts) String() string {
-	return fmt.Sprintf("idle %d, claimed %d, released %d, terminating %d, other %d",
-		c[pool.StateIdle], c[pool.StateClaimed], c[pool.StateReleased], c["terminating"], c["other"])
+	return fmt.Sprintf("idle %d, claimed %d, parked %d, released %d, terminating %d, other %d",
+		c[pool.StateIdle], c[pool.StateClaimed], c[pool.StateParked], c[pool.StateReleased], c["terminating"], c["other"])
 }
 
 func (w *podWatch) counts() podCounts {
@@ -354,7 +354,7 @@ func (w *podWatch) counts() podCounts {
 			c["terminating"]++
 		case pool.Spare(p): // idle or reserved: waiting for a user
 			c[pool.StateIdle]++
-		case st == pool.StateClaimed || st == pool.StateReleased:
+		case st == pool.StateClaimed || st == pool.StateParked || st == pool.StateReleased:
 			c[st]++
 		default:
 			c["other"]++
