@@ -177,7 +177,8 @@ func (e *Executor) Exec(ctx context.Context, pod scheduler.PodRef, cmd scheduler
 // openExec opens the exec connection that runs argv: for a terminal,
 // podgate's own WebSocket client (wsconn.go), or SPDY once the API server
 // has shown it cannot speak WebSocket exec (see shouldFallback); for a
-// plain stream, SPDY with no pings (see Executor for why). The connection
+// plain stream, SPDY (see Executor for why). SPDY streams take podgate's
+// own SPDY client (spdyexec.go), which never pings. The connection
 // outlives ctx, which bounds only its opening.
 func (e *Executor) openExec(ctx context.Context, pod scheduler.PodRef, argv []string, tty bool) (execConn, error) {
 	if e.newStream != nil {
@@ -197,11 +198,7 @@ func (e *Executor) openExec(ctx context.Context, pod scheduler.PodRef, argv []st
 			return nil, err
 		}
 	}
-	spdy, err := e.spdy.executor(u)
-	if err != nil {
-		return nil, err
-	}
-	return newSPDYConn(spdy, tty), nil
+	return e.spdy.dial(ctx, u, tty)
 }
 
 // execURL is the pods/exec URL for argv.
