@@ -131,11 +131,14 @@ func (u *spdyUpgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The deadline covers reading the answer, which the request's
-	// context does not; open moves it to the streams' replies.
+	// Reading the answer does not watch the request's context: its
+	// deadline (which dial always sets, and open clears once the streams
+	// are open) and its cancellation end the read instead.
 	if dl, ok := req.Context().Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
+	stop := context.AfterFunc(req.Context(), func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
 	br := bufio.NewReaderSize(conn, spdyReadBuffer)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
