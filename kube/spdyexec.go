@@ -16,9 +16,9 @@ import (
 )
 
 // podgate's own client of the API server's SPDY exec protocol
-// (v4.channel.k8s.io over SPDY/3.1), for plain exec streams and for
-// terminal streams where the API server has no WebSocket exec (see
-// Executor). It replaces client-go's SPDY executor for the reason
+// (v4.channel.k8s.io over SPDY/3.1), for plain exec streams (see
+// Executor). It speaks the terminal variant too (the resize stream), but a
+// terminal's SPDY fallback still takes client-go (see openExec). It replaces client-go's SPDY executor for the reason
 // wsconn.go replaces its WebSocket one: an idle prepared stream is what a
 // reserved pod costs its owner, and client-go's holds about 18 goroutines
 // (moby/spdystream's read loop, 5 frame workers and 5 queue drainers,

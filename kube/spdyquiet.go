@@ -29,7 +29,7 @@ import (
 // its close and resizes; a dead connection is found by TCP keepalive
 // (on by default for dialed connections) instead of pings.
 //
-// Exec streams (execStream) take podgate's own SPDY client instead
+// Plain exec streams take podgate's own SPDY client instead
 // (spdyexec.go), which is as quiet and far smaller; quietSPDY dials it, and
 // builds client-go executors for the short execs that deliver signals.
 type quietSPDY struct {
