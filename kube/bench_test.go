@@ -182,35 +182,43 @@ func BenchmarkRelaySetup(b *testing.B) {
 	}
 }
 
-// BenchmarkPreparedIdleCost measures what one idle prepared terminal
-// stream costs podgate: Go heap in use and goroutines, per stream, over
+// BenchmarkPreparedIdleCost measures what one idle prepared stream costs
+// podgate, for each kind of stream (terminal: WebSocket, wsconn.go; plain:
+// SPDY, spdyexec.go): Go heap in use and goroutines, per stream, over
 // preparedSample streams held open at once into one pod (the cost of a
 // reserved pod to its owner). With PODGATE_HEAP_PROFILE set, it writes a
-// heap profile of the held streams to that file.
+// heap profile of the held streams to that file, suffixed with the kind.
 func BenchmarkPreparedIdleCost(b *testing.B) {
 	env := kubetest.New(b)
 	e := newTestExecutor(b, env)
 	pod := startPods(b, env, busyboxPod())[0]
 	ctx := context.Background()
-	for b.Loop() {
-		heap0, gor0 := footprint()
-		streams := make([]scheduler.Prepared, preparedSample)
-		for i := range streams {
-			p, err := e.Prepare(ctx, pod, true)
-			if err != nil {
-				b.Fatalf("Prepare: %v", err)
+	for _, kind := range []struct {
+		name string
+		tty  bool
+	}{{"terminal", true}, {"plain", false}} {
+		b.Run(kind.name, func(b *testing.B) {
+			for b.Loop() {
+				heap0, gor0 := footprint()
+				streams := make([]scheduler.Prepared, preparedSample)
+				for i := range streams {
+					p, err := e.Prepare(ctx, pod, kind.tty)
+					if err != nil {
+						b.Fatalf("Prepare: %v", err)
+					}
+					streams[i] = p
+				}
+				heap1, gor1 := footprint()
+				if path := os.Getenv("PODGATE_HEAP_PROFILE"); path != "" {
+					writeHeapProfile(b, path+"."+kind.name)
+				}
+				b.ReportMetric(float64(heap1-heap0)/preparedSample/1024, "heap-KiB/stream")
+				b.ReportMetric(float64(gor1-gor0)/preparedSample, "goroutines/stream")
+				for _, p := range streams {
+					_ = p.Close()
+				}
 			}
-			streams[i] = p
-		}
-		heap1, gor1 := footprint()
-		if path := os.Getenv("PODGATE_HEAP_PROFILE"); path != "" {
-			writeHeapProfile(b, path)
-		}
-		b.ReportMetric(float64(heap1-heap0)/preparedSample/1024, "heap-KiB/stream")
-		b.ReportMetric(float64(gor1-gor0)/preparedSample, "goroutines/stream")
-		for _, p := range streams {
-			_ = p.Close()
-		}
+		})
 	}
 }
 

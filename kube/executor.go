@@ -177,8 +177,9 @@ func (e *Executor) Exec(ctx context.Context, pod scheduler.PodRef, cmd scheduler
 // openExec opens the exec connection that runs argv: for a terminal,
 // podgate's own WebSocket client (wsconn.go), or SPDY once the API server
 // has shown it cannot speak WebSocket exec (see shouldFallback); for a
-// plain stream, SPDY with no pings (see Executor for why). The connection
-// outlives ctx, which bounds only its opening.
+// plain stream, SPDY (see Executor for why) over podgate's own SPDY
+// client (spdyexec.go), which never pings. The connection outlives ctx,
+// which bounds only its opening.
 func (e *Executor) openExec(ctx context.Context, pod scheduler.PodRef, argv []string, tty bool) (execConn, error) {
 	if e.newStream != nil {
 		ex, err := e.newStream(pod, argv, tty, true)
@@ -197,6 +198,12 @@ func (e *Executor) openExec(ctx context.Context, pod scheduler.PodRef, argv []st
 			return nil, err
 		}
 	}
+	if !tty {
+		return e.spdy.dial(ctx, u, false)
+	}
+	// A terminal's SPDY fallback stays on client-go for now: over
+	// podgate's own client the first resize was once seen to reach the
+	// runtime after the command had read the terminal's size (TTYResize).
 	spdy, err := e.spdy.executor(u)
 	if err != nil {
 		return nil, err

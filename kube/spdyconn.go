@@ -11,11 +11,12 @@ import (
 	"github.com/podgate/podgate/scheduler"
 )
 
-// spdyConn runs one exec over client-go's SPDY executor: every plain
-// stream, and terminal streams where the API server has no WebSocket exec
-// (see Executor). client-go pulls stdin from a reader,
-// so writes go through a small buffered pipe; resizes through a size
-// queue. It implements execConn.
+// spdyConn runs one exec over a client-go executor. Exec streams to the
+// API server no longer take it (they take podgate's own SPDY client,
+// spdyexec.go); it serves Executor.newStream, through which tests stand in
+// for the API server with a remotecommand.Executor. client-go pulls stdin
+// from a reader, so writes go through a small buffered pipe; resizes
+// through a size queue. It implements execConn.
 type spdyConn struct {
 	ex     remotecommand.Executor
 	tty    bool

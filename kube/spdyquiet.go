@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net/http"
@@ -27,10 +28,16 @@ import (
 // 0 of 8 without. The SPDY frames podgate still sends are the user's stdin,
 // its close and resizes; a dead connection is found by TCP keepalive
 // (on by default for dialed connections) instead of pings.
+//
+// Plain exec streams take podgate's own SPDY client instead
+// (spdyexec.go), which is as quiet and far smaller; quietSPDY dials it, and
+// builds client-go executors for the short execs that deliver signals.
 type quietSPDY struct {
 	cfg   *rest.Config
 	tls   *tls.Config
 	proxy func(*http.Request) (*url.URL, error)
+	// dialer opens podgate's own SPDY exec connections.
+	dialer *spdyDialer
 }
 
 func newQuietSPDY(cfg *rest.Config) (*quietSPDY, error) {
@@ -42,7 +49,11 @@ func newQuietSPDY(cfg *rest.Config) (*quietSPDY, error) {
 	if cfg.Proxy != nil {
 		proxy = cfg.Proxy
 	}
-	q := &quietSPDY{cfg: cfg, tls: tlsCfg, proxy: proxy}
+	dialer, err := newSPDYDialer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	q := &quietSPDY{cfg: cfg, tls: tlsCfg, proxy: proxy, dialer: dialer}
 	if _, err := q.executor(&url.URL{}); err != nil {
 		return nil, err
 	}
@@ -65,4 +76,13 @@ func (q *quietSPDY) executor(u *url.URL) (remotecommand.Executor, error) {
 		return nil, fmt.Errorf("creating SPDY executor: %w", err)
 	}
 	return ex, nil
+}
+
+// dial opens podgate's own SPDY exec connection at u; see spdyDialer.dial.
+func (q *quietSPDY) dial(ctx context.Context, u *url.URL, tty bool) (execConn, error) {
+	c, err := q.dialer.dial(ctx, u, tty)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
