@@ -152,13 +152,15 @@ func (p procSample) String() string {
 		p.Goroutines, p.FDs, p.RSSMiB, p.Terminal, p.Plain)
 }
 
-// What one idle prepared stream holds in podgate, by kind, as kube's
-// BenchmarkPreparedIdleCost measures it (rounded up): a terminal stream is
-// podgate's own WebSocket client, a plain one a SPDY connection. Each holds
-// one connection, so one fd or two with a transient one.
+// What one idle prepared stream holds in podgate, by kind: kube's
+// BenchmarkPreparedIdleCost measures one goroutine for either (podgate's
+// own WebSocket and SPDY clients); one more allows for a stream being torn
+// down as the sample is taken. Each holds one connection, so one fd, or
+// two with a transient one. Kept per kind, since the kinds' costs need not
+// stay equal (client-go's SPDY connection held 19 goroutines).
 const (
-	terminalStreamGoroutines = 4
-	plainStreamGoroutines    = 20
+	terminalStreamGoroutines = 2
+	plainStreamGoroutines    = 2
 	streamFDs                = 2
 )
 

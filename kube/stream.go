@@ -59,8 +59,9 @@ type execStream struct {
 }
 
 // execConn is one exec connection: podgate's own WebSocket client
-// (wsconn.go), or client-go's SPDY executor (spdyconn.go); which one a
-// stream takes is Executor.openExec's choice.
+// (wsconn.go), its own SPDY client (spdyexec.go), or client-go's SPDY
+// executor (spdyconn.go, the terminal fallback); which one a stream takes
+// is Executor.openExec's choice.
 type execConn interface {
 	// serve runs until the exec ends, passing the command's output to
 	// stdout and stderr (nil for a terminal), and returns its outcome:
