@@ -52,17 +52,9 @@ type spdyDialer struct {
 }
 
 func newSPDYDialer(cfg *rest.Config) (*spdyDialer, error) {
-	tcfg, err := cfg.TransportConfig()
+	tcfg, tlsCfg, proxy, err := dialTransport(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("SPDY transport config: %w", err)
-	}
-	tlsCfg, err := transport.TLSConfigFor(tcfg)
-	if err != nil {
-		return nil, fmt.Errorf("SPDY TLS config: %w", err)
-	}
-	proxy := cfg.Proxy
-	if proxy == nil {
-		proxy = utilnet.NewProxierWithNoProxyCIDR(http.ProxyFromEnvironment)
+		return nil, fmt.Errorf("SPDY %w", err)
 	}
 	rt, err := apispdy.NewRoundTripperWithConfig(apispdy.RoundTripperConfig{TLS: tlsCfg, Proxier: proxy})
 	if err != nil {

@@ -3,6 +3,7 @@ package kube
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,17 +93,9 @@ type wsDialer struct {
 }
 
 func newWSDialer(cfg *rest.Config) (*wsDialer, error) {
-	tcfg, err := cfg.TransportConfig()
+	tcfg, tlsCfg, proxy, err := dialTransport(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("websocket transport config: %w", err)
-	}
-	tlsCfg, err := transport.TLSConfigFor(tcfg)
-	if err != nil {
-		return nil, fmt.Errorf("websocket TLS config: %w", err)
-	}
-	proxy := cfg.Proxy
-	if proxy == nil {
-		proxy = utilnet.NewProxierWithNoProxyCIDR(http.ProxyFromEnvironment)
+		return nil, fmt.Errorf("websocket %w", err)
 	}
 	return &wsDialer{cfg: tcfg, dialer: gwebsocket.Dialer{
 		Proxy:            proxy,
@@ -113,6 +106,26 @@ func newWSDialer(cfg *rest.Config) (*wsDialer, error) {
 		WriteBufferPool:  &sync.Pool{},
 		HandshakeTimeout: 30 * time.Second,
 	}, copyBuffers: &sync.Pool{New: func() any { b := make([]byte, wsWriteBuffer); return &b }}}, nil
+}
+
+// dialTransport is what a dialer of podgate's own exec clients takes from
+// the shared config: the transport config (whose wrappers add
+// authentication and the counting transport), its TLS config, and the
+// proxy (the environment's, less the no-proxy CIDRs, when none is set).
+func dialTransport(cfg *rest.Config) (*transport.Config, *tls.Config, func(*http.Request) (*url.URL, error), error) {
+	tcfg, err := cfg.TransportConfig()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("transport config: %w", err)
+	}
+	tlsCfg, err := transport.TLSConfigFor(tcfg)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("TLS config: %w", err)
+	}
+	proxy := cfg.Proxy
+	if proxy == nil {
+		proxy = utilnet.NewProxierWithNoProxyCIDR(http.ProxyFromEnvironment)
+	}
+	return tcfg, tlsCfg, proxy, nil
 }
 
 // dial opens an exec WebSocket at u (an https pods/exec URL). A refused

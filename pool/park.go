@@ -205,20 +205,13 @@ func (w *parkWaits) observe(pod *corev1.Pod) {
 }
 
 // parkPatch is the JSON patch that parks a pod: it fails unless the pod
-// still has uid and is claimed by this run, and takes owner and run off, so
-// that no replica's reap of its own or a lapsed replica's pods touches it.
+// still has uid and is claimed by this run, and takes owner and run off (see
+// letGoOps), so that no reap of a lapsed replica's pods touches it either.
 func parkPatch(uid types.UID, owner, run, key string, until time.Time) ([]byte, error) {
-	b, err := json.Marshal([]jsonOp{
-		{Op: "test", Path: "/metadata/uid", Value: string(uid)},
-		{Op: "test", Path: labelPath(LabelState), Value: StateClaimed},
-		{Op: "test", Path: labelPath(LabelOwner), Value: owner},
-		{Op: "test", Path: labelPath(LabelRun), Value: run},
-		{Op: "replace", Path: labelPath(LabelState), Value: StateParked},
-		{Op: "remove", Path: labelPath(LabelOwner)},
-		{Op: "remove", Path: labelPath(LabelRun)},
-		{Op: "add", Path: labelPath(LabelUserKey), Value: labelValue(key)},
-		{Op: "add", Path: "/metadata/annotations/" + escapePointer(AnnParkedUntil), Value: until.UTC().Format(time.RFC3339Nano)},
-	})
+	b, err := json.Marshal(append(letGoOps(uid, StateClaimed, StateParked, owner, run),
+		jsonOp{Op: "add", Path: labelPath(LabelUserKey), Value: labelValue(key)},
+		jsonOp{Op: "add", Path: "/metadata/annotations/" + escapePointer(AnnParkedUntil), Value: until.UTC().Format(time.RFC3339Nano)},
+	))
 	if err != nil {
 		return nil, fmt.Errorf("encoding park patch: %w", err)
 	}

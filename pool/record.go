@@ -160,15 +160,23 @@ func relabelPatch(uid types.UID, owner, run string) ([]byte, error) {
 // giveBackPatch is the JSON patch by which an owner makes one of its
 // reserved pods idle again; it fails unless the pod is still its own.
 func giveBackPatch(uid types.UID, owner, run string) ([]byte, error) {
-	return json.Marshal([]jsonOp{
+	return json.Marshal(letGoOps(uid, StateReserved, StateIdle, owner, run))
+}
+
+// letGoOps are the JSON patch operations by which a run lets go of one of
+// its pods, moving it from state from to state to: they fail unless the
+// pod still has uid, is in from and names owner and run, and they take
+// owner and run off, so that no replica's reap of its own pods touches it.
+func letGoOps(uid types.UID, from, to, owner, run string) []jsonOp {
+	return []jsonOp{
 		{Op: "test", Path: "/metadata/uid", Value: string(uid)},
-		{Op: "test", Path: labelPath(LabelState), Value: StateReserved},
+		{Op: "test", Path: labelPath(LabelState), Value: from},
 		{Op: "test", Path: labelPath(LabelOwner), Value: owner},
 		{Op: "test", Path: labelPath(LabelRun), Value: run},
-		{Op: "replace", Path: labelPath(LabelState), Value: StateIdle},
+		{Op: "replace", Path: labelPath(LabelState), Value: to},
 		{Op: "remove", Path: labelPath(LabelOwner)},
 		{Op: "remove", Path: labelPath(LabelRun)},
-	})
+	}
 }
 
 // jsonOp is one RFC 6902 operation.
