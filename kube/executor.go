@@ -309,7 +309,7 @@ func (e *Executor) resolveContainer(ctx context.Context, pod scheduler.PodRef) (
 // is added and the user is told the cluster is unavailable rather than
 // given an internal error.
 func (e *Executor) streamError(pod scheduler.PodRef, op string, err error) error {
-	gone, why, readErr := e.podState(pod)
+	gone, why, readErr := e.podEnd(pod, false)
 	if gone {
 		return podGoneError(pod, op, why, err)
 	}
@@ -317,24 +317,6 @@ func (e *Executor) streamError(pod scheduler.PodRef, op string, err error) error
 		return fmt.Errorf("%s in pod %s/%s: %w (reading the pod: %v): %w", op, pod.Namespace, pod.Name, err, readErr, scheduler.ErrClusterUnavailable)
 	}
 	return fmt.Errorf("%s in pod %s/%s: %w", op, pod.Namespace, pod.Name, err)
-}
-
-// podState reports whether the pod is missing, terminating, finished, or
-// no longer runs the container, and the plain reason when the cluster
-// ended it (see podEnded), or the error when the pod could not be read at
-// all. An unreadable pod counts as present: the caller then reports the
-// original error rather than a guess.
-func (e *Executor) podState(pod scheduler.PodRef) (bool, string, error) {
-	p, err := e.readPod(pod)
-	if apierrors.IsNotFound(err) {
-		return true, e.evictionReason(pod), nil
-	}
-	if err != nil {
-		e.log.Debug("reading pod to classify a stream error", "pod", pod.Namespace+"/"+pod.Name, "err", err)
-		return false, "", err
-	}
-	gone, why := podEnded(p, pod.Container)
-	return gone, why, nil
 }
 
 // exitStatus turns a finished stream's result into an exit status.
@@ -362,7 +344,7 @@ func (e *Executor) exitStatus(pod scheduler.PodRef, result error, sent map[int]b
 		st.Signal = signalName(n)
 		return st, nil
 	}
-	if gone, why := e.podGoneAfterKill(pod); gone {
+	if gone, why, _ := e.podEnd(pod, true); gone {
 		return st, podGoneError(pod, "running command", why, fmt.Errorf("exit code %d", st.Code))
 	}
 	return st, nil

@@ -15,11 +15,14 @@ import (
 	"github.com/podgate/podgate/scheduler"
 )
 
-// killSettle bounds how long a command killed for no reason podgate knows
-// waits for its pod's status to say why. The kubelet records an eviction
-// in the pod's status and kills the containers at the same time, so the
-// exec stream can end before the API server has the status: without the
-// wait, a user whose pod was evicted for disk use saw only "exit 137".
+// killSettle bounds how long podgate waits for the cluster to say why a
+// pod ended under a user. The kubelet writes an eviction to the pod's
+// status and to an Evicted event, both asynchronously, and kills the
+// containers at the same time; podgate deletes a failed pod as soon as its
+// informer sees it. So the user's stream can end before the status is
+// written, and the pod can be gone before the event is: without the wait
+// a user whose pod was evicted for disk use saw "exit 137" or "your pod
+// went away" instead of the reason (seen on a loaded CI machine).
 const killSettle = 3 * time.Second
 
 // readPod reads the pod once, bounded by probeTimeout.
@@ -55,49 +58,70 @@ func podEnded(p *corev1.Pod, container string) (bool, string) {
 	return false, why
 }
 
-// podGoneAfterKill is podGone for a command that died of a signal podgate
-// did not send: when the pod still looks alive, it watches that one pod
-// for up to killSettle, from the version it read, for the status that
-// explains the kill. This runs only on that rare path, never per session.
-func (e *Executor) podGoneAfterKill(pod scheduler.PodRef) (bool, string) {
-	p, err := e.readPod(pod)
-	if apierrors.IsNotFound(err) {
-		return true, e.evictionReason(pod)
-	}
-	if err != nil {
-		return false, ""
-	}
-	if gone, why := podEnded(p, pod.Container); gone {
-		return true, why
-	}
+// reasonMayFollow reports whether an ended pod p whose status names no
+// reason may still get one: its container stopped while the pod is
+// neither deleted nor finished, which is what an eviction or OOM kill in
+// progress looks like before the kubelet's status arrives. A deleted or
+// finished pod's status is final.
+func reasonMayFollow(p *corev1.Pod) bool {
+	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded
+}
+
+// podEnd reports whether the pod is missing, terminating, finished, or no
+// longer runs its container, and the plain reason when the cluster ended
+// it, or the error when the pod could not be read at all (an unreadable
+// pod counts as present: the caller reports the original error rather
+// than a guess).
+//
+// killed says the user's command died of a signal podgate did not send.
+// Then, and whenever the pod ended with its reason still to come (see
+// reasonMayFollow), podEnd watches that one pod for up to killSettle from
+// the version it read, and a pod that is gone without a status to read
+// has its Evicted event awaited for the rest of that time. This runs only
+// when a user's pod ended under them, never per session.
+func (e *Executor) podEnd(pod scheduler.PodRef, killed bool) (bool, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), killSettle)
 	defer cancel()
+	p, err := e.readPod(pod)
+	if apierrors.IsNotFound(err) {
+		return true, e.awaitEvictionReason(ctx, pod), nil
+	}
+	if err != nil {
+		e.log.Debug("reading pod to classify its end", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		return false, "", err
+	}
+	gone, why := podEnded(p, pod.Container)
+	if why != "" || (gone && !reasonMayFollow(p)) || (!gone && !killed) {
+		return gone, why, nil
+	}
 	w, err := e.pods.Pods(pod.Namespace).Watch(ctx, metav1.ListOptions{
 		FieldSelector:   fields.OneTermEqualSelector("metadata.name", pod.Name).String(),
 		ResourceVersion: p.ResourceVersion,
 	})
 	if err != nil {
-		return false, ""
+		return gone, "", nil
 	}
 	defer w.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return false, ""
+			return gone, "", nil
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return false, ""
+				return gone, "", nil
 			}
 			cur, isPod := ev.Object.(*corev1.Pod)
 			switch {
 			case ev.Type == watch.Deleted:
 				if why := goneReason(cur); why != "" {
-					return true, why
+					return true, why, nil
 				}
-				return true, e.evictionReason(pod)
+				return true, e.awaitEvictionReason(ctx, pod), nil
 			case isPod && (ev.Type == watch.Modified || ev.Type == watch.Added):
-				if gone, why := podEnded(cur, pod.Container); gone {
-					return true, why
+				g, why := podEnded(cur, pod.Container)
+				gone = gone || g
+				if why != "" || (g && !reasonMayFollow(cur)) {
+					return gone, why, nil
 				}
 			}
 		}
@@ -148,21 +172,41 @@ func evictionSentence(msg string) string {
 	return reasonEvicted
 }
 
-// evictionReason reads the Evicted event of a pod that is already gone:
-// podgate deletes a claimed pod as soon as it fails, so its status may be
-// gone before the user's stream is classified, but the kubelet's event
-// stays. It returns "" when there is none (the pod was deleted, not
-// evicted) or it cannot be read.
-func (e *Executor) evictionReason(pod scheduler.PodRef) string {
-	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
-	defer cancel()
-	evs, err := e.pods.Events(pod.Namespace).List(ctx, metav1.ListOptions{
-		FieldSelector: fields.Set{"involvedObject.kind": "Pod", "involvedObject.name": pod.Name, "reason": "Evicted"}.String(),
-	})
-	if err != nil || len(evs.Items) == 0 {
+// awaitEvictionReason reads the Evicted event of a pod that is already
+// gone, waiting for it until ctx ends: podgate deletes a claimed pod as
+// soon as it fails, so its status may be gone before the user's stream is
+// classified, and the kubelet's event may not be written yet. It returns
+// "" when there is none by then (the pod was deleted, not evicted) or the
+// events cannot be read.
+func (e *Executor) awaitEvictionReason(ctx context.Context, pod scheduler.PodRef) string {
+	sel := fields.Set{"involvedObject.kind": "Pod", "involvedObject.name": pod.Name, "reason": "Evicted"}.String()
+	lctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	evs, err := e.pods.Events(pod.Namespace).List(lctx, metav1.ListOptions{FieldSelector: sel})
+	cancel()
+	if err != nil {
 		return ""
 	}
-	return evictionSentence(evs.Items[len(evs.Items)-1].Message)
+	if n := len(evs.Items); n > 0 {
+		return evictionSentence(evs.Items[n-1].Message)
+	}
+	w, err := e.pods.Events(pod.Namespace).Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: evs.ResourceVersion})
+	if err != nil {
+		return ""
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ""
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return ""
+			}
+			if got, isEvent := ev.Object.(*corev1.Event); isEvent && ev.Type != watch.Deleted {
+				return evictionSentence(got.Message)
+			}
+		}
+	}
 }
 
 // goneError wraps err, which already wraps scheduler.ErrPodGone, in a

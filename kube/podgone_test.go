@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,28 +54,115 @@ func TestGoneReason(t *testing.T) {
 	}
 }
 
-// TestPodGoneAfterKill: the stream of a command the kubelet killed for an
-// eviction can end before the pod's status says so; the status that
-// arrives within killSettle still names the reason.
-func TestPodGoneAfterKill(t *testing.T) {
-	running := &corev1.Pod{
+func runningPod() *corev1.Pod {
+	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", ResourceVersion: "5"},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "guest"}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{
 			Name: "guest", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}},
 		}}},
 	}
+}
+
+func evictedFor(p *corev1.Pod) *corev1.Pod {
+	ev := p.DeepCopy()
+	ev.Status = corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted", Message: "Pod ephemeral local storage usage exceeds the total limit of containers 64Mi."}
+	return ev
+}
+
+var guestRef = scheduler.PodRef{Namespace: "ns", Name: "p", Container: "guest"}
+
+func quietExecutor(cs *fake.Clientset) *Executor {
+	return &Executor{pods: cs.CoreV1(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+// TestPodEndAfterKill: the stream of a command the kubelet killed for an
+// eviction can end before the pod's status says so; the status that
+// arrives within killSettle still names the reason.
+func TestPodEndAfterKill(t *testing.T) {
+	running := runningPod()
 	cs := fake.NewClientset(running)
 	fw := watch.NewFake()
 	cs.PrependWatchReactor("pods", k8stesting.DefaultWatchReactor(fw, nil))
-	e := &Executor{pods: cs.CoreV1(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	evicted := running.DeepCopy()
-	evicted.Status = corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted", Message: "Pod ephemeral local storage usage exceeds the total limit of containers 64Mi."}
-	go fw.Modify(evicted)
-	gone, why := e.podGoneAfterKill(scheduler.PodRef{Namespace: "ns", Name: "p", Container: "guest"})
-	if !gone || why != reasonDisk {
-		t.Errorf("podGoneAfterKill = %v, %q; want gone with the disk reason", gone, why)
+	go fw.Modify(evictedFor(running))
+	gone, why, err := quietExecutor(cs).podEnd(guestRef, true)
+	if !gone || why != reasonDisk || err != nil {
+		t.Errorf("podEnd = %v, %q, %v; want gone with the disk reason", gone, why, err)
 	}
+}
+
+// TestPodEndStoppedContainer: a stream that broke because the kubelet
+// stopped the container finds the pod still Running with its container
+// stopped; the eviction status that follows names the reason.
+func TestPodEndStoppedContainer(t *testing.T) {
+	stopped := runningPod()
+	stopped.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137}}
+	cs := fake.NewClientset(stopped)
+	fw := watch.NewFake()
+	cs.PrependWatchReactor("pods", k8stesting.DefaultWatchReactor(fw, nil))
+	go fw.Modify(evictedFor(stopped))
+	gone, why, err := quietExecutor(cs).podEnd(guestRef, false)
+	if !gone || why != reasonDisk || err != nil {
+		t.Errorf("podEnd = %v, %q, %v; want gone with the disk reason", gone, why, err)
+	}
+}
+
+// TestPodEndDeletedNoWait: a pod that was deleted (not evicted) has a
+// final status; the user is told at once, without a watch.
+func TestPodEndDeletedNoWait(t *testing.T) {
+	deleted := runningPod()
+	now := metav1.Now()
+	deleted.DeletionTimestamp = &now
+	deleted.Finalizers = []string{"keep"} // the fake tracker drops a finalizer-less pod with a deletion timestamp
+	cs := fake.NewClientset(deleted)
+	watched := false
+	cs.PrependWatchReactor("*", func(k8stesting.Action) (bool, watch.Interface, error) {
+		watched = true
+		return false, nil, nil
+	})
+	gone, why, err := quietExecutor(cs).podEnd(guestRef, true)
+	if !gone || why != "" || err != nil || watched {
+		t.Errorf("podEnd on a deleted pod = %v, %q, %v, watched %v; want gone, no reason, no watch", gone, why, err, watched)
+	}
+}
+
+// TestPodEndEventLater: a pod deleted right after its eviction has no
+// status left to read, and the kubelet's Evicted event may be written
+// after the user's stream ended; the event that arrives within killSettle
+// still names the reason (CI saw "your pod went away" without the wait).
+func TestPodEndEventLater(t *testing.T) {
+	cs := fake.NewClientset()
+	fw := watch.NewFake()
+	cs.PrependWatchReactor("events", k8stesting.DefaultWatchReactor(fw, nil))
+	go fw.Add(&corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "p.1", Namespace: "ns"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: "p", Namespace: "ns"},
+		Reason:         "Evicted",
+		Message:        `Usage of EmptyDir volume "podgate-home" exceeds the limit "64Mi".`,
+	})
+	gone, why, err := quietExecutor(cs).podEnd(guestRef, true)
+	if !gone || why != reasonDisk || err != nil {
+		t.Errorf("podEnd = %v, %q, %v; want gone with the disk reason", gone, why, err)
+	}
+}
+
+// TestPodEndDeletedNoEvent: a pod that is gone with no Evicted event
+// within killSettle was deleted; the user gets the generic message.
+func TestPodEndDeletedNoEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cs := fake.NewClientset()
+		fw := watch.NewFake()
+		cs.PrependWatchReactor("events", k8stesting.DefaultWatchReactor(fw, nil))
+		t0 := time.Now()
+		gone, why, err := quietExecutor(cs).podEnd(guestRef, true)
+		if !gone || why != "" || err != nil {
+			t.Errorf("podEnd = %v, %q, %v; want gone, no reason", gone, why, err)
+		}
+		if d := time.Since(t0); d != killSettle {
+			t.Errorf("waited %v for the event, want killSettle (%v)", d, killSettle)
+		}
+		fw.Stop()
+	})
 }
 
 // TestEvictionReasonFromEvent: a pod deleted right after its eviction has
@@ -85,9 +174,8 @@ func TestEvictionReasonFromEvent(t *testing.T) {
 		Reason:         "Evicted",
 		Message:        `Usage of EmptyDir volume "podgate-home" exceeds the limit "64Mi".`,
 	})
-	e := &Executor{pods: cs.CoreV1(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	gone, why := e.podGoneAfterKill(scheduler.PodRef{Namespace: "ns", Name: "p", Container: "guest"})
-	if !gone || why != reasonDisk {
-		t.Errorf("podGoneAfterKill on a deleted, evicted pod = %v, %q; want gone with the disk reason", gone, why)
+	gone, why, err := quietExecutor(cs).podEnd(guestRef, true)
+	if !gone || why != reasonDisk || err != nil {
+		t.Errorf("podEnd on a deleted, evicted pod = %v, %q, %v; want gone with the disk reason", gone, why, err)
 	}
 }
