@@ -308,8 +308,12 @@ func (e *Executor) resolveContainer(ctx context.Context, pod scheduler.PodRef) (
 // API server process it runs through), so scheduler.ErrClusterUnavailable
 // is added and the user is told the cluster is unavailable rather than
 // given an internal error.
-func (e *Executor) streamError(pod scheduler.PodRef, op string, err error) error {
-	gone, why, readErr := e.podEnd(pod, false)
+//
+// running says the stream broke while the user's command ran, which is
+// how a kill under it can look: the pod is then watched briefly for the
+// status that says so (see podEnd).
+func (e *Executor) streamError(pod scheduler.PodRef, op string, running bool, err error) error {
+	gone, why, readErr := e.podEnd(pod, running)
 	if gone {
 		return podGoneError(pod, op, why, err)
 	}
@@ -334,7 +338,7 @@ func (e *Executor) exitStatus(pod scheduler.PodRef, result error, sent map[int]b
 	}
 	var exitErr utilexec.ExitError
 	if !errors.As(result, &exitErr) {
-		return scheduler.ExitStatus{}, e.streamError(pod, "running command", result)
+		return scheduler.ExitStatus{}, e.streamError(pod, "running command", true, result)
 	}
 	st := scheduler.ExitStatus{Code: exitErr.ExitStatus()}
 	if st.Code <= 128 {

@@ -59,12 +59,24 @@ func podEnded(p *corev1.Pod, container string) (bool, string) {
 }
 
 // reasonMayFollow reports whether an ended pod p whose status names no
-// reason may still get one: its container stopped while the pod is
-// neither deleted nor finished, which is what an eviction or OOM kill in
-// progress looks like before the kubelet's status arrives. A deleted or
-// finished pod's status is final.
-func reasonMayFollow(p *corev1.Pod) bool {
-	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded
+// reason may still get one: container was stopped (terminated) while the
+// pod is neither deleted nor finished, which is what an eviction or OOM
+// kill in progress looks like before the kubelet's status arrives. A
+// deleted or finished pod's status is final, and a container that is
+// waiting (not started yet, or backing off) was not killed under a user.
+func reasonMayFollow(p *corev1.Pod, container string) bool {
+	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+		return false
+	}
+	if container == "" && len(p.Spec.Containers) > 0 {
+		container = p.Spec.Containers[0].Name
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == container {
+			return cs.State.Terminated != nil
+		}
+	}
+	return false
 }
 
 // podEnd reports whether the pod is missing, terminating, finished, or no
@@ -73,7 +85,8 @@ func reasonMayFollow(p *corev1.Pod) bool {
 // pod counts as present: the caller reports the original error rather
 // than a guess).
 //
-// killed says the user's command died of a signal podgate did not send.
+// killed says the user's command died of a signal podgate did not send,
+// or its stream broke while it ran.
 // Then, and whenever the pod ended with its reason still to come (see
 // reasonMayFollow), podEnd watches that one pod for up to killSettle from
 // the version it read, and a pod that is gone without a status to read
@@ -91,7 +104,7 @@ func (e *Executor) podEnd(pod scheduler.PodRef, killed bool) (bool, string, erro
 		return false, "", err
 	}
 	gone, why := podEnded(p, pod.Container)
-	if why != "" || (gone && !reasonMayFollow(p)) || (!gone && !killed) {
+	if why != "" || (gone && !reasonMayFollow(p, pod.Container)) || (!gone && !killed) {
 		return gone, why, nil
 	}
 	w, err := e.pods.Pods(pod.Namespace).Watch(ctx, metav1.ListOptions{
@@ -120,7 +133,7 @@ func (e *Executor) podEnd(pod scheduler.PodRef, killed bool) (bool, string, erro
 			case isPod && (ev.Type == watch.Modified || ev.Type == watch.Added):
 				g, why := podEnded(cur, pod.Container)
 				gone = gone || g
-				if why != "" || (g && !reasonMayFollow(cur)) {
+				if why != "" || (g && !reasonMayFollow(cur, pod.Container)) {
 					return gone, why, nil
 				}
 			}

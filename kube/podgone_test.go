@@ -76,53 +76,54 @@ func quietExecutor(cs *fake.Clientset) *Executor {
 	return &Executor{pods: cs.CoreV1(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
-// TestPodEndAfterKill: the stream of a command the kubelet killed for an
-// eviction can end before the pod's status says so; the status that
-// arrives within killSettle still names the reason.
-func TestPodEndAfterKill(t *testing.T) {
-	running := runningPod()
-	cs := fake.NewClientset(running)
-	fw := watch.NewFake()
-	cs.PrependWatchReactor("pods", k8stesting.DefaultWatchReactor(fw, nil))
-	go fw.Modify(evictedFor(running))
-	gone, why, err := quietExecutor(cs).podEnd(guestRef, true)
-	if !gone || why != reasonDisk || err != nil {
-		t.Errorf("podEnd = %v, %q, %v; want gone with the disk reason", gone, why, err)
-	}
-}
-
-// TestPodEndStoppedContainer: a stream that broke because the kubelet
-// stopped the container finds the pod still Running with its container
-// stopped; the eviction status that follows names the reason.
-func TestPodEndStoppedContainer(t *testing.T) {
+// TestPodEndStatusLater: the kubelet writes an eviction's status after it
+// killed the containers, so podgate can read the pod before the status
+// says why: either still running (a command killed by a signal podgate did
+// not send) or with its container stopped (a stream that broke). The
+// status that arrives within killSettle still names the reason.
+func TestPodEndStatusLater(t *testing.T) {
 	stopped := runningPod()
 	stopped.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137}}
-	cs := fake.NewClientset(stopped)
-	fw := watch.NewFake()
-	cs.PrependWatchReactor("pods", k8stesting.DefaultWatchReactor(fw, nil))
-	go fw.Modify(evictedFor(stopped))
-	gone, why, err := quietExecutor(cs).podEnd(guestRef, false)
-	if !gone || why != reasonDisk || err != nil {
-		t.Errorf("podEnd = %v, %q, %v; want gone with the disk reason", gone, why, err)
+	for _, c := range []struct {
+		name   string
+		pod    *corev1.Pod
+		killed bool
+	}{{"killed, pod still running", runningPod(), true}, {"container stopped", stopped, false}} {
+		cs := fake.NewClientset(c.pod)
+		fw := watch.NewFake()
+		cs.PrependWatchReactor("pods", k8stesting.DefaultWatchReactor(fw, nil))
+		go fw.Modify(evictedFor(c.pod))
+		gone, why, err := quietExecutor(cs).podEnd(guestRef, c.killed)
+		if !gone || why != reasonDisk || err != nil {
+			t.Errorf("%s: podEnd = %v, %q, %v; want gone with the disk reason", c.name, gone, why, err)
+		}
 	}
 }
 
-// TestPodEndDeletedNoWait: a pod that was deleted (not evicted) has a
-// final status; the user is told at once, without a watch.
-func TestPodEndDeletedNoWait(t *testing.T) {
+// TestPodEndFinalNoWait: a pod that was deleted (not evicted), or whose
+// container is waiting rather than killed, has no reason to come; the
+// caller is answered at once, without a watch.
+func TestPodEndFinalNoWait(t *testing.T) {
 	deleted := runningPod()
 	now := metav1.Now()
 	deleted.DeletionTimestamp = &now
 	deleted.Finalizers = []string{"keep"} // the fake tracker drops a finalizer-less pod with a deletion timestamp
-	cs := fake.NewClientset(deleted)
-	watched := false
-	cs.PrependWatchReactor("*", func(k8stesting.Action) (bool, watch.Interface, error) {
-		watched = true
-		return false, nil, nil
-	})
-	gone, why, err := quietExecutor(cs).podEnd(guestRef, true)
-	if !gone || why != "" || err != nil || watched {
-		t.Errorf("podEnd on a deleted pod = %v, %q, %v, watched %v; want gone, no reason, no watch", gone, why, err, watched)
+	waiting := runningPod()
+	waiting.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+	for _, c := range []struct {
+		name string
+		pod  *corev1.Pod
+	}{{"deleted", deleted}, {"container waiting", waiting}} {
+		cs := fake.NewClientset(c.pod)
+		watched := false
+		cs.PrependWatchReactor("*", func(k8stesting.Action) (bool, watch.Interface, error) {
+			watched = true
+			return false, nil, nil
+		})
+		gone, why, err := quietExecutor(cs).podEnd(guestRef, false)
+		if !gone || why != "" || err != nil || watched {
+			t.Errorf("%s: podEnd = %v, %q, %v, watched %v; want gone, no reason, no watch", c.name, gone, why, err, watched)
+		}
 	}
 }
 

@@ -48,12 +48,12 @@ func (e *Executor) DialTCP(ctx context.Context, pod scheduler.PodRef, port uint1
 		Namespace(pod.Namespace).Resource("pods").Name(pod.Name).SubResource("portforward").URL()
 	conn, err := e.dialPortForward(ctx, u)
 	if err != nil {
-		return nil, e.streamError(pod, fmt.Sprintf("dialing port %d", port), err)
+		return nil, e.streamError(pod, fmt.Sprintf("dialing port %d", port), false, err)
 	}
 	c, err := newForwardConn(conn, pod, port)
 	if err != nil {
 		conn.Close()
-		return nil, e.streamError(pod, fmt.Sprintf("dialing port %d", port), err)
+		return nil, e.streamError(pod, fmt.Sprintf("dialing port %d", port), false, err)
 	}
 	return c, nil
 }

@@ -89,7 +89,7 @@ func (e *Executor) start(ctx context.Context, pod scheduler.PodRef, tty, waitRea
 	// bounds only its opening and the wait below.
 	conn, err := e.openExec(ctx, pod, wrapperArgv(tty), tty)
 	if err != nil {
-		return nil, e.streamError(pod, "opening exec stream", err)
+		return nil, e.streamError(pod, "opening exec stream", false, err)
 	}
 	s := &execStream{
 		e:      e,
@@ -108,7 +108,7 @@ func (e *Executor) start(ctx context.Context, pod scheduler.PodRef, tty, waitRea
 	go s.stream()
 	if err := conn.writeStdin([]byte(helloLine)); err != nil {
 		<-s.done
-		return nil, e.streamError(pod, "starting exec wrapper", s.startFailure())
+		return nil, e.streamError(pod, "starting exec wrapper", false, s.startFailure())
 	}
 	if !waitReady {
 		return s, nil
@@ -117,7 +117,7 @@ func (e *Executor) start(ctx context.Context, pod scheduler.PodRef, tty, waitRea
 	case <-s.stdout.ready:
 		return s, nil
 	case <-s.done:
-		return nil, e.streamError(pod, "starting exec wrapper", s.startFailure())
+		return nil, e.streamError(pod, "starting exec wrapper", false, s.startFailure())
 	case <-ctx.Done():
 		// The caller has gone. The wrapper is told to exit, and the stream
 		// is torn down in the background only after that (see teardown).
