@@ -38,6 +38,9 @@ func TestWriteReportAndPlots(t *testing.T) {
 	}
 	res.Sweep = []Run{run("burst", QPS{5, 10}, time.Second), run("burst", QPS{50, 100}, 200*time.Millisecond)}
 	res.Sweep[0].Samples = append(res.Sweep[0].Samples, Sample{Err: "refused"})
+	// Only the throttled run's warm-up was timed: the report must say the
+	// rate it gives came from a warm-up at 5/10.
+	res.Sweep[0].WarmUp = 10 * time.Second
 	res.Sustained.Samples = []Sample{{Scenario: "sustained", Start: 16 * time.Second, Timing: Timing{Prompt: 30 * time.Millisecond}},
 		{Scenario: "sustained", Index: 1, Start: 17 * time.Second, Timing: Timing{Prompt: 2 * time.Second, Miss: true}}}
 	res.Sustained.Bins = bins(res.Sustained.Samples, res.Config.For)
@@ -61,6 +64,7 @@ func TestWriteReportAndPlots(t *testing.T) {
 		"≥ 40× | 91× (22.0 ms vs 2000 ms) | **met**",
 		"**Recommended: 50/100**",
 		"50.0 % (1 of 2) | **missed**",
+		"0.2 pods/s (a pool of 20 in 10.0 s, 20 creations in flight, at QPS/burst 5/10). That warm-up ran at a low client-side rate limit",
 		"102 KiB (10 sessions over 2 connections) | **met**",
 		"| throughput, cat | ≥ 50 MB/s | 100.0 MB/s (checksum verified) | **met** |",
 	} {

@@ -59,7 +59,7 @@ func reservedTargets(b *strings.Builder, res *Results) {
 // defaultBurst is the sweep's run at podgate's default QPS/burst, 50/100.
 func defaultBurst(runs []Run) (Run, bool) {
 	for _, r := range runs {
-		if r.QPS == (QPS{50, 100}) {
+		if r.QPS == podgateQPS {
 			return r, true
 		}
 	}

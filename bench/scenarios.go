@@ -50,6 +50,11 @@ type QPS struct{ QPS, Burst int }
 
 func (q QPS) String() string { return fmt.Sprintf("%d/%d", q.QPS, q.Burst) }
 
+// podgateQPS is podgate's own default client-side rate limit
+// (PODGATE_KUBE_QPS/PODGATE_KUBE_BURST); a sweep run below it throttles
+// its pool's warm-up as well as its burst.
+var podgateQPS = QPS{50, 100}
+
 // DefaultConfig is the full benchmark of issue #6; QuickConfig the reduced
 // one for a run under five minutes.
 func DefaultConfig() Config {

@@ -75,9 +75,12 @@ func targets(b *strings.Builder, res *Results) {
 		p("| sustained hit ratio after the first 15 s | ≥ 99 %% | %.1f %% (%d of %d) | %s |", 100*ratio, hits, total, verdict(ratio >= 0.99))
 		if ratio < 0.99 {
 			bounds = append(bounds, sustainedBound(res))
-			if rate, warm := bestStartRate(res.Sweep); rate > 0 {
-				start := fmt.Sprintf("The node's best pod start rate in this run, warming an idle pool with nothing else running: %.1f pods/s (a pool of %d in %s, %s creations in flight).",
-					rate, res.Config.Burst, fsec(warm.Seconds()), strings.TrimPrefix(fastWarm, "PODGATE_POOL_MAX_CREATING="))
+			if rate, run := bestStartRate(res.Sweep); rate > 0 {
+				start := fmt.Sprintf("The node's best pod start rate in this run, warming an idle pool with nothing else running: %.1f pods/s (a pool of %d in %s, %s creations in flight, at QPS/burst %s).",
+					rate, res.Config.Burst, fsec(run.WarmUp.Seconds()), strings.TrimPrefix(fastWarm, "PODGATE_POOL_MAX_CREATING="), run.QPS)
+				if run.QPS.QPS < podgateQPS.QPS {
+					start += " That warm-up ran at a low client-side rate limit, so it bounds the node's rate from below only."
+				}
 				if rate < res.Config.Rate {
 					start += fmt.Sprintf(" With %g arrivals/s each using a fresh pod, at most %.0f %% of arrivals can find a warm pod once the first pool is spent, whatever the sizing.", res.Config.Rate, 100*rate/res.Config.Rate)
 				} else {
@@ -169,19 +172,19 @@ func sweep(b *strings.Builder, res *Results) {
 }
 
 // bestStartRate is the highest pool warm-up rate among the burst runs, in
-// pods per second, with that run's warm-up time.
-func bestStartRate(runs []Run) (float64, time.Duration) {
+// pods per second, with that run (its warm-up time and rate limit).
+func bestStartRate(runs []Run) (float64, Run) {
 	var best float64
-	var warm time.Duration
+	var at Run
 	for _, r := range runs {
 		if r.WarmUp <= 0 {
 			continue
 		}
 		if rate := float64(len(r.Samples)) / r.WarmUp.Seconds(); rate > best {
-			best, warm = rate, r.WarmUp
+			best, at = rate, r
 		}
 	}
-	return best, warm
+	return best, at
 }
 
 // sustained prints scenario 5.
