@@ -127,6 +127,17 @@ func TestPodEndFinalNoWait(t *testing.T) {
 	}
 }
 
+// diskEvictedEvent is the kubelet's Evicted event for pod ns/p over its
+// home directory's limit.
+func diskEvictedEvent() *corev1.Event {
+	return &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "p.1", Namespace: "ns"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: "p", Namespace: "ns"},
+		Reason:         "Evicted",
+		Message:        `Usage of EmptyDir volume "podgate-home" exceeds the limit "64Mi".`,
+	}
+}
+
 // TestPodEndEventLater: a pod deleted right after its eviction has no
 // status left to read, and the kubelet's Evicted event may be written
 // after the user's stream ended; the event that arrives within killSettle
@@ -135,12 +146,7 @@ func TestPodEndEventLater(t *testing.T) {
 	cs := fake.NewClientset()
 	fw := watch.NewFake()
 	cs.PrependWatchReactor("events", k8stesting.DefaultWatchReactor(fw, nil))
-	go fw.Add(&corev1.Event{
-		ObjectMeta:     metav1.ObjectMeta{Name: "p.1", Namespace: "ns"},
-		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: "p", Namespace: "ns"},
-		Reason:         "Evicted",
-		Message:        `Usage of EmptyDir volume "podgate-home" exceeds the limit "64Mi".`,
-	})
+	go fw.Add(diskEvictedEvent())
 	gone, why, err := quietExecutor(cs).podEnd(guestRef, true)
 	if !gone || why != reasonDisk || err != nil {
 		t.Errorf("podEnd = %v, %q, %v; want gone with the disk reason", gone, why, err)
@@ -169,12 +175,7 @@ func TestPodEndDeletedNoEvent(t *testing.T) {
 // TestEvictionReasonFromEvent: a pod deleted right after its eviction has
 // no status left to read; its Evicted event still names the reason.
 func TestEvictionReasonFromEvent(t *testing.T) {
-	cs := fake.NewClientset(&corev1.Event{
-		ObjectMeta:     metav1.ObjectMeta{Name: "p.1", Namespace: "ns"},
-		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: "p", Namespace: "ns"},
-		Reason:         "Evicted",
-		Message:        `Usage of EmptyDir volume "podgate-home" exceeds the limit "64Mi".`,
-	})
+	cs := fake.NewClientset(diskEvictedEvent())
 	gone, why, err := quietExecutor(cs).podEnd(guestRef, true)
 	if !gone || why != reasonDisk || err != nil {
 		t.Errorf("podEnd on a deleted, evicted pod = %v, %q, %v; want gone with the disk reason", gone, why, err)
