@@ -32,6 +32,15 @@ func (e *Executor) readPod(pod scheduler.PodRef) (*corev1.Pod, error) {
 	return e.pods.Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 }
 
+// defaultContainer is container, or p's first container when it is empty
+// (the container an exec without one runs in).
+func defaultContainer(p *corev1.Pod, container string) string {
+	if container == "" && len(p.Spec.Containers) > 0 {
+		return p.Spec.Containers[0].Name
+	}
+	return container
+}
+
 // podEnded reports whether p is terminating, finished, or no longer runs
 // container (the first one when empty), and the plain reason when the
 // cluster ended it (see goneReason).
@@ -40,9 +49,7 @@ func podEnded(p *corev1.Pod, container string) (bool, string) {
 	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return true, why
 	}
-	if container == "" && len(p.Spec.Containers) > 0 {
-		container = p.Spec.Containers[0].Name
-	}
+	container = defaultContainer(p, container)
 	inSpec := false
 	for _, c := range p.Spec.Containers {
 		inSpec = inSpec || c.Name == container
@@ -68,9 +75,7 @@ func reasonMayFollow(p *corev1.Pod, container string) bool {
 	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
 		return false
 	}
-	if container == "" && len(p.Spec.Containers) > 0 {
-		container = p.Spec.Containers[0].Name
-	}
+	container = defaultContainer(p, container)
 	for _, cs := range p.Status.ContainerStatuses {
 		if cs.Name == container {
 			return cs.State.Terminated != nil
