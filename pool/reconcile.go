@@ -86,7 +86,7 @@ func (p *Pool) sync(now time.Time) {
 		pl := p.demand.tick(prof, now)
 		p.metrics.observeView(prof.Name, v, pl, held[prof.Name])
 		for _, d := range v.own {
-			if rp := p.reserved.drop(d.pod.Name); rp != nil {
+			if rp := p.reserved.takeOut(d.pod.Name); rp != nil {
 				rp.closeStream()
 				p.deleteOwn(d.pod, d.why)
 			}

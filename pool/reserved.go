@@ -17,11 +17,17 @@ import (
 // pod is handed to at most one user, and only by the run that reserved it.
 // The set holds only pods whose labels name this replica and whose AnnRun
 // names this run (observe); a pod leaves the set exactly once, under its
-// lock, by whoever takes it out: a hand-out, a give-back, or an event
-// showing the pod is no longer this run's. Whoever took it owns it from
-// then on, so no two of them ever act on the same pod. A pod of another
-// run of this replica id is never added: an earlier process may have given
-// it to a user before it died.
+// lock, by whoever takes it out: a hand-out, a give-back, the sync deleting
+// it, or an event showing the pod is no longer this run's. Whoever took it
+// owns it from then on, so no two of them ever act on the same pod. A pod
+// this run let go of (hand-out, give-back, deletion) never comes back into
+// the set on an event that still shows it reserved for this run: such an
+// event is older than the write that lets it go (a status update, a
+// resync, an add delivered late), and re-adding the pod would hand it to a
+// second user while the first user's claim record is in flight. Only an
+// event showing the pod is no longer this run's, or its deletion, ends
+// that. A pod of another run of this replica id is never added: an earlier
+// process may have given it to a user before it died.
 
 // reservedState is where one of this run's reserved pods is.
 type reservedState int
@@ -65,6 +71,11 @@ type reservedSet struct {
 	// surplusSince is, per profile, when the set first held more pods
 	// than the published share, for the give-back's hysteresis.
 	surplusSince map[string]time.Time
+	// letGo holds the pods this run took out of the set to act on
+	// (letGoLocked), by name, with their uid, until an event shows them
+	// no longer this run's reserved pods or deleted; observe ignores
+	// events that still show them reserved for this run.
+	letGo map[string]types.UID
 }
 
 func newReservedSet() *reservedSet {
@@ -72,6 +83,7 @@ func newReservedSet() *reservedSet {
 		pods:         map[string]*reservedPod{},
 		lists:        map[string]*[numReservedStates]list.List{},
 		surplusSince: map[string]time.Time{},
+		letGo:        map[string]types.UID{},
 	}
 }
 
@@ -97,6 +109,14 @@ func (s *reservedSet) takeLocked(rp *reservedPod) *reservedPod {
 	return rp
 }
 
+// letGoLocked removes rp from the set for the caller to act on (hand it
+// out, give it back, delete it), and keeps stale events from adding it
+// again; see letGo.
+func (s *reservedSet) letGoLocked(rp *reservedPod) *reservedPod {
+	s.letGo[rp.name] = rp.uid
+	return s.takeLocked(rp)
+}
+
 // observe updates the set from one pod event. mine says the pod is this
 // run's reserved pod of its profile's current template; ready whether it
 // is Ready. It returns whether the pod now needs a stream prepared, and the
@@ -109,7 +129,10 @@ func (s *reservedSet) observe(name, profile string, uid types.UID, mine, ready b
 	if held && (!mine || rp.uid != uid) {
 		gone, held = s.takeLocked(rp), false
 	}
-	if !mine {
+	if let, ok := s.letGo[name]; ok && (!mine || let != uid) {
+		delete(s.letGo, name)
+	}
+	if _, ok := s.letGo[name]; !mine || ok {
 		return false, gone
 	}
 	if !held {
@@ -124,12 +147,25 @@ func (s *reservedSet) observe(name, profile string, uid types.UID, mine, ready b
 	return false, gone
 }
 
-// drop takes a pod out of the set, if it is there; see observe.
+// drop forgets a deleted pod: takes it out of the set, if it is there,
+// and ends its letGo entry.
 func (s *reservedSet) drop(name string) *reservedPod {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.letGo, name)
 	if rp, ok := s.pods[name]; ok {
 		return s.takeLocked(rp)
+	}
+	return nil
+}
+
+// takeOut takes a pod out of the set for the caller to delete, if it is
+// there; see letGo.
+func (s *reservedSet) takeOut(name string) *reservedPod {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rp, ok := s.pods[name]; ok {
+		return s.letGoLocked(rp)
 	}
 	return nil
 }
@@ -177,7 +213,7 @@ func (s *reservedSet) handOut(profile string) *reservedPod {
 	}
 	for _, st := range []reservedState{resPrepared, resBare, resPreparing} {
 		if e := ls[st].Front(); e != nil {
-			return s.takeLocked(e.Value.(*reservedPod))
+			return s.letGoLocked(e.Value.(*reservedPod))
 		}
 	}
 	return nil
@@ -229,7 +265,7 @@ func (s *reservedSet) surplus(profile string, share int, after time.Duration, no
 	ls := s.lists[profile]
 	for _, st := range []reservedState{resWarming, resBare, resPreparing, resPrepared} {
 		for extra > 0 && ls[st].Len() > 0 {
-			out = append(out, s.takeLocked(ls[st].Front().Value.(*reservedPod)))
+			out = append(out, s.letGoLocked(ls[st].Front().Value.(*reservedPod)))
 			extra--
 		}
 	}
@@ -272,7 +308,7 @@ func (s *reservedSet) takeAll() []*reservedPod {
 	defer s.mu.Unlock()
 	out := make([]*reservedPod, 0, len(s.pods))
 	for _, rp := range s.pods {
-		out = append(out, s.takeLocked(rp))
+		out = append(out, s.letGoLocked(rp))
 	}
 	return out
 }
