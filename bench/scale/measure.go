@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podgate/podgate/bench"
+	"github.com/podgate/podgate/internal/testenv/localcluster"
 	"github.com/podgate/podgate/internal/testenv/podgatetest"
 )
 
@@ -233,15 +235,22 @@ func (m *measurer) burst(ctx context.Context, cfg Config) (*Burst, error) {
 }
 
 // waitFull polls (a separate process offers no event to watch) until
-// the pool holds size idle pods, for at most 20 minutes.
+// the pool holds size idle pods, for at most 20 minutes. It gives up at
+// once when KWOK stops answering: no fake pod becomes Ready or goes away
+// without it, so the pool would never fill.
 func (m *measurer) waitFull(ctx context.Context, size int) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	for n := 0; ; n++ {
 		if m.reps[0].IdlePods(ctx, "default") >= float64(size) {
 			return nil
+		}
+		if n%20 == 19 {
+			if err := kwokAnswers(ctx); err != nil {
+				return fmt.Errorf("waiting for %d idle pods: %w", size, err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -249,6 +258,25 @@ func (m *measurer) waitFull(ctx context.Context, size int) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// kwokAnswers checks that the local cluster's KWOK still serves.
+func kwokAnswers(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, localcluster.KWOKHealthURL, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("KWOK stopped answering (see the local cluster's logs/kwok.log): %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("KWOK's health check answered %s (see the local cluster's logs/kwok.log)", resp.Status)
+	}
+	return nil
 }
 
 // settle waits until the replicas are quiet: over 3 s, no more API

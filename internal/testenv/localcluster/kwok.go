@@ -67,9 +67,14 @@ const (
 // kwokMaxPIDs bounds KWOK's cgroup (its own threads and every exec's
 // processes). The machine allows 32768 PIDs and 4096 pseudo-terminals in
 // all, and each prepared TTY stream into a fake pod holds one process and
-// one terminal: without the bound, thousands of fake pods with prepared
-// streams would take both from everything else. An exec beyond it fails.
-const kwokMaxPIDs = 3000
+// one terminal, and one of KWOK's threads besides (a blocking read of the
+// terminal's pty): without the bound, thousands of fake pods with prepared
+// streams would take both from everything else. An exec beyond it fails;
+// but a thread KWOK cannot create kills KWOK (the Go runtime's "fatal
+// error: newosproc"), so the bound leaves room for KWOK's threads: at
+// 3000, a pool of 5,000 with podgate's default cap of 500 prepared
+// streams per replica (1,500 for 3 replicas) killed KWOK at 2,004 threads.
+const kwokMaxPIDs = 8000
 
 // kwokCgroup is the pids cgroup of KWOK and its execs.
 const kwokCgroup = "/sys/fs/cgroup/pids/podgate-kwok"
