@@ -121,6 +121,9 @@ type Results struct {
 	Profiles []Profile
 	// Failures lists what could not be measured, with the reason.
 	Failures []string
+	// Warnings are the replicas' WARN and ERROR messages, most frequent
+	// first (saveWarnings).
+	Warnings []Warning
 }
 
 // Profile is one saved pprof profile and its top functions.

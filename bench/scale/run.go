@@ -56,6 +56,13 @@ func (r *Runner) Run(ctx context.Context, cfg Config, res *Results) error {
 		return err
 	}
 	defer stopReplicas(reps)
+	defer func() {
+		w, err := r.saveWarnings(reps)
+		res.Warnings = w
+		if err != nil {
+			res.Failures = append(res.Failures, err.Error())
+		}
+	}()
 	m := &measurer{kube: r.Kube, ns: ns.Guests, reps: reps, log: r.Log}
 	for i, size := range cfg.Sizes {
 		s, err := m.size(ctx, cfg, size)
