@@ -32,7 +32,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -185,7 +184,7 @@ type Pool struct {
 	prepQueue *workqueue.Typed[string]
 	// bg tracks goroutines that outlive a call (creations, deletes,
 	// claim records); Run waits for it.
-	bg sync.WaitGroup
+	bg *workGroup
 
 	// The parts, each with its own leaf lock (see the package comment).
 	api        apiHealth
@@ -245,6 +244,7 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		claiming:   newClaiming(),
 		queue:      newWaitQueue(),
 		reserved:   newReservedSet(),
+		bg:         newWorkGroup(),
 		kinds:      newStreamKinds(),
 		abandoned:  newAbandonedClaims(),
 		parkWaits:  newParkWaits(),
@@ -366,13 +366,7 @@ func (p *Pool) poke() {
 }
 
 // background runs f off the caller's path; Run waits for it.
-func (p *Pool) background(f func()) {
-	p.bg.Add(1)
-	go func() {
-		defer p.bg.Done()
-		f()
-	}()
-}
+func (p *Pool) background(f func()) { p.bg.Go(f) }
 
 // cachedPod returns the informer's copy of a pod; callers must not modify it.
 func (p *Pool) cachedPod(name string) (*corev1.Pod, bool) {
