@@ -225,14 +225,17 @@ type plan struct {
 	held bool
 }
 
-// tick measures the capacity, applies the sizer's rules (it grows on the
-// forecast and shrinks after a quiet spell), sets the capacity ratio and
-// returns the pass's plan.
+// tick measures the capacity, finds the scheduled peak due, applies the
+// sizer's rules (it grows on the forecast and for the peak, and shrinks
+// after a quiet spell), sets the capacity ratio and returns the pass's
+// plan.
 func (d *demand) tick(prof *profile.Profile, now time.Time) plan {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	sz := d.sizerLocked(prof, now)
-	sz.setCapacity(d.capacityLocked(prof.Name).rate(now))
+	c := d.capacityLocked(prof.Name).rate(now)
+	sz.setCapacity(c)
+	sz.setFloor(peakFloor(prof.Peaks, now, sz.startTime(), c))
 	sz.tick(now, d.opts.ShrinkAfter)
 	if d.metrics != nil {
 		d.metrics.capacityRatio.WithLabelValues(prof.Name).Set(capacityRatio(sz.forecast(now)))

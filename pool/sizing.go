@@ -99,6 +99,8 @@ func forecastFor(rate, capacity float64, start time.Duration) forecast {
 //     further shrinkAfter, down to the forecast or min. Growth is fast and
 //     shrinking slow, because a miss costs a user seconds while an idle pod
 //     costs only a little memory.
+//   - Floor: while a scheduled peak is due (peaks.go), the target is at
+//     least its size, within the bounds.
 type sizer struct {
 	lo, hi int
 	target int
@@ -112,6 +114,8 @@ type sizer struct {
 	// capacity is the node's rate of starts as demand last measured it
 	// (capacity.go); 0 when unknown.
 	capacity float64
+	// floor is the size a scheduled peak asks for now; 0 when none.
+	floor int
 	// burstSince is when the current burst was first seen; zero when
 	// none (see holdRefill).
 	burstSince time.Time
@@ -132,6 +136,9 @@ func (s *sizer) clamp(n int) int { return max(s.lo, min(n, s.hi)) }
 
 // setCapacity takes demand's latest capacity estimate (0: unknown).
 func (s *sizer) setCapacity(c float64) { s.capacity = c }
+
+// setFloor takes the size a scheduled peak asks for now (0: none).
+func (s *sizer) setFloor(n int) { s.floor = n }
 
 // hit records a claim that found an idle pod.
 func (s *sizer) hit(now time.Time) {
@@ -155,9 +162,9 @@ func (s *sizer) miss(now time.Time) {
 	s.lastChange = now
 }
 
-// grow raises the target to the forecast's Need.
+// grow raises the target to the forecast's Need and the peak floor.
 func (s *sizer) grow(now time.Time) {
-	if t := s.clamp(s.forecast(now).Need); t > s.target {
+	if t := s.clamp(max(s.forecast(now).Need, s.floor)); t > s.target {
 		s.target = t
 		s.lastChange = now
 	}
@@ -235,10 +242,11 @@ func quantile(ds []time.Duration, q float64, def time.Duration) time.Duration {
 }
 
 // tick applies the prediction, then shrinks the target by one step when it
-// has not grown for shrinkAfter and is above what the forecast calls for.
+// has not grown for shrinkAfter and is above what the forecast and the peak
+// floor call for.
 func (s *sizer) tick(now time.Time, shrinkAfter time.Duration) {
 	s.grow(now)
-	keep := s.clamp(s.forecast(now).Need)
+	keep := s.clamp(max(s.forecast(now).Need, s.floor))
 	if s.target > keep && now.Sub(s.lastChange) >= shrinkAfter {
 		s.target--
 		s.lastChange = now
