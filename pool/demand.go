@@ -23,26 +23,37 @@ type demand struct {
 	opts    *Options
 
 	// mu protects the maps below and the plain data they hold.
-	mu     sync.Mutex
-	health map[string]*health
-	sizers map[string]*sizer
-	wants  map[string]*wantTracker
+	mu         sync.Mutex
+	health     map[string]*health
+	sizers     map[string]*sizer
+	wants      map[string]*wantTracker
+	capacities map[string]*capacityMeter
 	// failed remembers pods already counted as a failure; claims and
-	// starts are the sizer's observations (see observe).
-	failed map[types.UID]struct{}
-	claims map[types.UID]struct{}
-	starts map[types.UID]time.Time
+	// starts are the sizer's observations (see observe); starting counts
+	// each profile's entries in starts, for its capacityMeter.
+	failed   map[types.UID]struct{}
+	claims   map[types.UID]struct{}
+	starts   map[types.UID]startTiming
+	starting map[string]int
+}
+
+// startTiming is a pod being timed from its first sighting to Ready.
+type startTiming struct {
+	profile string
+	at      time.Time
 }
 
 func newDemand(m *metrics, log *slog.Logger, opts *Options) *demand {
 	return &demand{
 		metrics: m, log: log, opts: opts,
-		health: map[string]*health{},
-		sizers: map[string]*sizer{},
-		wants:  map[string]*wantTracker{},
-		failed: map[types.UID]struct{}{},
-		claims: map[types.UID]struct{}{},
-		starts: map[types.UID]time.Time{},
+		health:     map[string]*health{},
+		sizers:     map[string]*sizer{},
+		wants:      map[string]*wantTracker{},
+		capacities: map[string]*capacityMeter{},
+		failed:     map[types.UID]struct{}{},
+		claims:     map[types.UID]struct{}{},
+		starts:     map[types.UID]startTiming{},
+		starting:   map[string]int{},
 	}
 }
 
@@ -75,11 +86,36 @@ func (d *demand) sizerLocked(prof *profile.Profile, now time.Time) *sizer {
 	return s
 }
 
+// capacityLocked returns the profile's capacity meter.
+func (d *demand) capacityLocked(profile string) *capacityMeter {
+	c := d.capacities[profile]
+	if c == nil {
+		c = &capacityMeter{}
+		d.capacities[profile] = c
+	}
+	return c
+}
+
+// timeStartLocked starts or ends the timing of a pod's start, keeping the
+// profile's count of starting pods for its capacity meter.
+func (d *demand) timeStartLocked(uid types.UID, t startTiming, timing bool, now time.Time) {
+	if timing {
+		d.starts[uid] = t
+		d.starting[t.profile]++
+	} else {
+		delete(d.starts, uid)
+		if d.starting[t.profile]--; d.starting[t.profile] <= 0 {
+			delete(d.starting, t.profile)
+		}
+	}
+	d.capacityLocked(t.profile).setStarting(now, d.starting[t.profile])
+}
+
 // observe feeds one event of a pod of the profile's current template: a
 // pod that became Ready proves the template; one that cannot start is a
 // failure (once per pod); the first sighting of each claim is a hit, or a
 // miss for a cold pod; and each pod's start is timed from its first
-// sighting to Ready. Pods from the informer's initial list (counted false)
+// sighting to Ready, which also feeds the capacity meter. Pods from the informer's initial list (counted false)
 // are old news and count for neither claims nor starts.
 func (d *demand) observe(prof *profile.Profile, pod *corev1.Pod, counted bool, now time.Time) {
 	d.mu.Lock()
@@ -108,23 +144,35 @@ func (d *demand) observe(prof *profile.Profile, pod *corev1.Pod, counted bool, n
 		// A cold pod given to the pool may be claimed again.
 		delete(d.claims, pod.UID)
 	}
-	at, timing := d.starts[pod.UID]
+	st, timing := d.starts[pod.UID]
 	switch {
 	case podReady(pod) && timing:
-		sz.started(now.Sub(at))
-		delete(d.starts, pod.UID)
-	case !podReady(pod) && !timing && counted && pod.DeletionTimestamp == nil:
-		d.starts[pod.UID] = now
+		sz.started(now.Sub(st.at))
+		d.capacityLocked(prof.Name).ready(now)
+		d.timeStartLocked(pod.UID, st, false, now)
+	case timing && (pod.DeletionTimestamp != nil || failing(pod)):
+		// It will not start: it holds the node no longer.
+		d.timeStartLocked(pod.UID, st, false, now)
+	case !podReady(pod) && !timing && counted && pod.DeletionTimestamp == nil && !failing(pod):
+		d.timeStartLocked(pod.UID, startTiming{profile: prof.Name, at: now}, true, now)
 	}
 }
 
-// forget drops what observe remembers of a pod that is gone.
-func (d *demand) forget(uid types.UID) {
+func failing(pod *corev1.Pod) bool {
+	_, bad := podFailure(pod)
+	return bad
+}
+
+// forget drops what observe remembers of a pod that is gone; one that was
+// starting no longer is.
+func (d *demand) forget(uid types.UID, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.failed, uid)
 	delete(d.claims, uid)
-	delete(d.starts, uid)
+	if st, timing := d.starts[uid]; timing {
+		d.timeStartLocked(uid, st, false, now)
+	}
 }
 
 // recordFailure counts a pod that cannot start against its profile's
@@ -177,12 +225,21 @@ type plan struct {
 	held bool
 }
 
-// tick shrinks the target after a quiet spell and returns the pass's plan.
+// tick measures the capacity, finds the scheduled peak due, applies the
+// sizer's rules (it grows on the forecast and for the peak, and shrinks
+// after a quiet spell), sets the capacity ratio and returns the pass's
+// plan.
 func (d *demand) tick(prof *profile.Profile, now time.Time) plan {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	sz := d.sizerLocked(prof, now)
+	c := d.capacityLocked(prof.Name).rate(now)
+	sz.setCapacity(c)
+	sz.setFloor(peakFloor(prof.Peaks, now, sz.startTime(), c))
 	sz.tick(now, d.opts.ShrinkAfter)
+	if d.metrics != nil {
+		d.metrics.capacityRatio.WithLabelValues(prof.Name).Set(capacityRatio(sz.forecast(now)))
+	}
 	h := d.healthLocked(prof)
 	return plan{target: sz.target, degraded: h.degraded(), mayCreate: h.mayCreate(now), cautious: h.cautious(), held: sz.holdRefill(now)}
 }
@@ -193,6 +250,14 @@ func (d *demand) adopt(prof *profile.Profile, idle int, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.sizerLocked(prof, now).adopt(idle, now)
+}
+
+// capacity is the profile's capacity estimate as the last tick measured
+// it, in pods per second; 0 when unknown.
+func (d *demand) capacity(prof *profile.Profile, now time.Time) float64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sizerLocked(prof, now).capacity
 }
 
 // login records a login this replica served for the profile, feeding its

@@ -53,7 +53,7 @@ func (p *Pool) onPodDeleted(o any) {
 	p.relabeling.seen(pod.Name)
 	p.deleting.forget(pod.Name)
 	p.claiming.forget(pod.Name)
-	p.demand.forget(pod.UID)
+	p.demand.forget(pod.UID, p.clock.Now())
 	p.reserved.drop(pod.Name).closeStream()
 	p.queue.podGone(pod)
 	p.poke()

@@ -9,11 +9,13 @@ import (
 // metrics are the pool's Prometheus series; names are shared with the rest
 // of podgate and must not change.
 type metrics struct {
-	pods             *prometheus.GaugeVec
-	reservedPods     *prometheus.GaugeVec
-	share            *prometheus.GaugeVec
-	held             *prometheus.GaugeVec
-	target           *prometheus.GaugeVec
+	pods         *prometheus.GaugeVec
+	reservedPods *prometheus.GaugeVec
+	share        *prometheus.GaugeVec
+	held         *prometheus.GaugeVec
+	target       *prometheus.GaugeVec
+	// capacityRatio is demand against capacity (capacity.go).
+	capacityRatio    *prometheus.GaugeVec
 	degraded         *prometheus.GaugeVec
 	claims           *prometheus.CounterVec
 	reservedHandouts *prometheus.CounterVec
@@ -48,6 +50,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		target: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "podgate_pool_target",
 			Help: "Idle pods the pool aims to keep per profile.",
+		}, []string{"profile"}),
+		capacityRatio: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "podgate_pool_capacity_ratio",
+			Help: "The profile's claim rate over the rate at which the cluster turns its new pods Ready under the current load, measured while pods were starting; above 1 the node cannot keep up and users queue. 0 while the capacity is not known yet.",
 		}, []string{"profile"}),
 		degraded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "podgate_profile_degraded",
@@ -86,7 +92,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1},
 		}, []string{"role"}),
 	}
-	for _, c := range []prometheus.Collector{m.pods, m.reservedPods, m.share, m.held, m.target, m.degraded,
+	for _, c := range []prometheus.Collector{m.pods, m.reservedPods, m.share, m.held, m.target, m.capacityRatio, m.degraded,
 		m.claims, m.reservedHandouts, m.recordFailures, m.createFailures, m.podStart, m.reconnects, m.syncPass} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering pool metrics: %w", err)

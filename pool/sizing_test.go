@@ -12,7 +12,7 @@ import (
 
 // TestSizerNoGrowKeepsTargetAtMin checks the pool-less configuration: with
 // NoGrow, misses leave the idle target at PoolMin (0 here, so no warm pod is
-// ever made), while a growing profile raises it by one per miss.
+// ever made), while a growing profile grows.
 func TestSizerNoGrowKeepsTargetAtMin(t *testing.T) {
 	now := time.Unix(1000, 0)
 	p := newDemand(nil, nil, &Options{})
@@ -27,84 +27,16 @@ func TestSizerNoGrowKeepsTargetAtMin(t *testing.T) {
 	if got := p.sizerLocked(cold, now).target; got != 0 {
 		t.Errorf("NoGrow target after 3 misses = %d, want 0", got)
 	}
-	if got := p.sizerLocked(warm, now).target; got != 3 {
-		t.Errorf("growing target after 3 misses = %d, want 3", got)
+	// By the third miss, 3 claims over the 5 s floor, 0.6/s × the default
+	// 2 s start: mu 1.2, ceil(1.2 + 2.33 × sqrt(1.2)) = 4, and the miss
+	// one more.
+	if got := p.sizerLocked(warm, now).target; got != 5 {
+		t.Errorf("growing target after 3 misses = %d, want 5", got)
 	}
 	// Turning NoGrow on later (a profile change) pulls the target back.
 	warm.NoGrow = true
 	if got := p.sizerLocked(warm, now).target; got != 0 {
 		t.Errorf("target after NoGrow was set = %d, want 0", got)
-	}
-}
-
-// TestSizerCeilingFollowsDemand: under a steady stream of misses the target
-// stops at what the claim rate and start time call for, instead of
-// climbing by one per miss to the pool max; slower starts call for more.
-func TestSizerCeilingFollowsDemand(t *testing.T) {
-	for _, start := range []time.Duration{2 * time.Second, 5 * time.Second} {
-		now := time.Unix(0, 0)
-		s := newSizer(5, 150, now)
-		for range 5 {
-			s.started(start)
-		}
-		// 60 s of 3 misses a second.
-		for i := range 180 {
-			s.miss(now.Add(time.Duration(i) * time.Second / 3))
-		}
-		// The pool min plus 2 × 3/s × start, give or take the rounding
-		// of a rate taken over claims that straddle the window's edges.
-		need := 2 * 3 * start.Seconds()
-		if lo, hi := 5+int(need), 5+int(need*1.05)+1; s.target < lo || s.target > hi {
-			t.Errorf("start %v: target after 60 s of 3 misses/s = %d, want %d..%d", start, s.target, lo, hi)
-		}
-	}
-}
-
-// TestSizerHitsCountTowardsDemand: hits are demand too. A lone miss in
-// a stream of hits grows the target by one, and only up to the ceiling the
-// whole stream calls for.
-func TestSizerHitsCountTowardsDemand(t *testing.T) {
-	now := time.Unix(0, 0)
-	s := newSizer(0, 100, now)
-	if s.miss(now); s.target != 1 {
-		t.Fatalf("target after a lone miss = %d, want 1", s.target)
-	}
-	for i := range 30 {
-		s.hit(now.Add(time.Duration(i) * time.Second))
-	}
-	// 41 claims over 30 s, 1.37/s: ceiling ceil(1.37 × 2 s × 2) = 6.
-	at := now.Add(30 * time.Second)
-	for range 10 {
-		s.miss(at)
-	}
-	if s.target != 6 {
-		t.Errorf("target after 10 misses at 1.37 claims/s = %d, want 6", s.target)
-	}
-	// Claims older than the window no longer count.
-	if got := s.ceiling(at.Add(2 * rateWindow)); got != 0 {
-		t.Errorf("ceiling after a quiet window = %d, want the min 0", got)
-	}
-}
-
-// TestSizerStartTimeIsRecentMedian: the start time is the median of the
-// last startSamples starts, so one slow start does not move it and old
-// ones age out.
-func TestSizerStartTimeIsRecentMedian(t *testing.T) {
-	s := newSizer(0, 10, time.Unix(0, 0))
-	if got := s.startTime(); got != defaultStart {
-		t.Errorf("start time with no sample = %v, want the default %v", got, defaultStart)
-	}
-	s.started(time.Second)
-	s.started(time.Minute)
-	s.started(time.Second)
-	if got := s.startTime(); got != time.Second {
-		t.Errorf("median of 1s, 1m, 1s = %v, want 1s", got)
-	}
-	for range startSamples {
-		s.started(3 * time.Second)
-	}
-	if got := s.startTime(); got != 3*time.Second {
-		t.Errorf("start time after %d starts of 3s = %v, want 3s", startSamples, got)
 	}
 }
 
@@ -148,8 +80,11 @@ func TestOnPodObservesDemand(t *testing.T) {
 	if got := len(sz().claims); got != 2 {
 		t.Errorf("claims seen = %d, want 2 (one hit, one miss)", got)
 	}
-	if got := sz().target; got != prof.PoolMin+1 {
-		t.Errorf("target after one miss = %d, want %d", got, prof.PoolMin+1)
+	// 2 claims over the 5 s floor, 0.4/s × the 1.5 s start: mu 0.6,
+	// ceil(0.6 + 2.33 × sqrt(0.6)) = 3 by the forecast, and the miss one
+	// more.
+	if got := sz().target; got != 4 {
+		t.Errorf("target after a hit and a miss = %d, want 4", got)
 	}
 }
 

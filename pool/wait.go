@@ -302,16 +302,17 @@ func (p *Pool) AwaitPod(ctx context.Context, name string, c scheduler.Claim, pro
 	defer p.endWait(w)
 	timer := p.clock.NewTimer(prof.MaxWait)
 	defer timer.Stop()
-	phase := ""
+	phase, told := "starting", scheduler.WaitState{}
 	for {
 		wake := p.queue.signal(prof.Name)
-		pod, again, err := p.advance(ctx, w, &phase, progress)
+		pod, again, err := p.advance(ctx, w, &phase)
 		if pod != nil || err != nil {
 			return pod, err
 		}
 		if again {
 			continue
 		}
+		p.tell(w, phase, &told, progress)
 		select {
 		case <-wake:
 		case <-w.ch:
@@ -325,11 +326,37 @@ func (p *Pool) AwaitPod(ctx context.Context, name string, c scheduler.Claim, pro
 	}
 }
 
-// advance moves w on by what the cache and the pool show now. It returns
-// w's pod once served, or why it gave up; again asks for another step at
-// once (w just created its pod, whose events may have come before it was
-// registered).
-func (p *Pool) advance(ctx context.Context, w *waiter, phase *string, progress func(scheduler.WaitState)) (*scheduler.Pod, bool, error) {
+// tell gives the waiter's caller its phase, place in line and estimated
+// wait when any of them changed since it was last told.
+func (p *Pool) tell(w *waiter, phase string, told *scheduler.WaitState, progress func(scheduler.WaitState)) {
+	if progress == nil {
+		return
+	}
+	pos := p.queue.position(w) + 1
+	st := scheduler.WaitState{Phase: phase, Position: pos, Wait: waitEstimate(pos, p.demand.capacity(w.prof, p.clock.Now()))}
+	if st != *told {
+		*told = st
+		progress(st)
+	}
+}
+
+// waitEstimate is how long the user at position (1-based) in line waits
+// for a pod when the cluster turns pods Ready at capacity per second
+// (capacity.go): lines are served in arrival order (handoffs and start
+// slots go to the longest waiters first), so about position / capacity,
+// to the second; 0 when the capacity is not known.
+func waitEstimate(position int, capacity float64) time.Duration {
+	if capacity <= 0 || position <= 0 {
+		return 0
+	}
+	return time.Duration(float64(position) / capacity * float64(time.Second)).Round(time.Second)
+}
+
+// advance moves w on by what the cache and the pool show now, and keeps
+// *phase to what w's own pod is doing. It returns w's pod once served, or
+// why it gave up; again asks for another step at once (w just created its
+// pod, whose events may have come before it was registered).
+func (p *Pool) advance(ctx context.Context, w *waiter, phase *string) (*scheduler.Pod, bool, error) {
 	prof := w.prof
 	if own, seen := p.queue.ownPod(w); own != nil {
 		cur, ok := p.cachedPod(own.Name)
@@ -346,10 +373,7 @@ func (p *Pool) advance(ctx context.Context, w *waiter, phase *string, progress f
 				p.demand.recordFailure(prof, cur, f, p.clock.Now())
 				return nil, false, refusal(prof.Name, f)
 			}
-			if ph := waitPhase(cur); ph != *phase && progress != nil {
-				*phase = ph
-				progress(scheduler.WaitState{Phase: ph})
-			}
+			*phase = waitPhase(cur)
 		case seen:
 			p.queue.move(w, waitGaveUp)
 			return nil, false, fmt.Errorf("waiting for pod %q: %w", own.Name, scheduler.ErrPodGone)

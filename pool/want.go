@@ -12,7 +12,7 @@ import (
 //
 // Rule: want = max(1, the most logins this replica served within any
 // burstWindow over the last burstMemory, headroom × its login rate over
-// rateWindow × the profile's median pod start time, rounded up). The burst
+// rateWindow × the profile's pod start time T (sizing.go), rounded up). The burst
 // term keeps a replica that was hit by a burst ready for the next one for a
 // while; the rate term covers what arrives while a replacement starts, as
 // the pool's own sizer does for the whole pool.
@@ -49,7 +49,7 @@ func (w *wantTracker) login(now time.Time) {
 	}
 }
 
-// want applies the rule above; start is the profile's median pod start.
+// want applies the rule above; start is the profile's pod start time T.
 func (w *wantTracker) want(now time.Time, start time.Duration) int {
 	i := 0
 	for i < len(w.logins) && now.Sub(w.logins[i]) > rateWindow {

@@ -183,6 +183,14 @@ type WaitState struct {
 	// Phase is a short, safe description such as "scheduling" or
 	// "pulling image".
 	Phase string
+	// Position is the caller's 1-based place in line for a pod of the
+	// profile, among the logins waiting on this replica, served in
+	// arrival order; 0 when the pool does not say.
+	Position int
+	// Wait estimates how long until a pod is the caller's: its position
+	// over the rate at which the cluster turns pods Ready; 0 when that
+	// rate is not known.
+	Wait time.Duration
 }
 
 // ErrNoIdlePod is returned by Pools.Claim when the profile has no warm pod

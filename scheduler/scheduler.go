@@ -272,7 +272,8 @@ func (s *Scheduler) takeLocked(counts map[string]int, key string) func() {
 }
 
 // obtain claims a warm pod or, on a miss, waits for one, telling the user
-// their place and the elapsed time every ProgressEvery. A profile whose
+// their place, an estimate of the wait and the elapsed time every
+// ProgressEvery (WaitMessage). A profile whose
 // MaxWait is zero refuses a miss at once.
 func (s *Scheduler) obtain(ctx context.Context, pol Policy, c Claim, progress Progress) (*Pod, error) {
 	start := s.clock.Now()
@@ -294,17 +295,22 @@ func (s *Scheduler) obtain(ctx context.Context, pol Policy, c Claim, progress Pr
 	}
 	defer s.dequeue(pol.Name, t)
 	var (
-		mu    sync.Mutex
-		phase = "starting"
+		mu sync.Mutex
+		// state is the pool's latest word; its Position, when set,
+		// wins over this scheduler's own count of waiters.
+		state = WaitState{Phase: "starting"}
 	)
 	say := func() {
 		if progress == nil {
 			return
 		}
 		mu.Lock()
-		ph := phase
+		st := state
 		mu.Unlock()
-		progress(fmt.Sprintf("waiting for a pod (position %d, %s, %ds)", s.position(pol.Name, t), ph, int(s.clock.Since(start).Seconds())))
+		if st.Position <= 0 {
+			st.Position = s.position(pol.Name, t)
+		}
+		progress(WaitMessage(st.Position, st.Wait, st.Phase, s.clock.Since(start)))
 	}
 	stop := make(chan struct{})
 	ticking := make(chan struct{})
@@ -324,7 +330,7 @@ func (s *Scheduler) obtain(ctx context.Context, pol Policy, c Claim, progress Pr
 	say()
 	pod, err = s.pools.AwaitPod(ctx, pol.Name, c, func(w WaitState) {
 		mu.Lock()
-		phase = w.Phase
+		state = w
 		mu.Unlock()
 	})
 	close(stop)

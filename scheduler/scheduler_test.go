@@ -32,6 +32,9 @@ type fakePools struct {
 	gone     map[string]bool
 	gate     chan struct{}
 	released chan string
+	// waitState is what AwaitPod tells its caller; the zero value says
+	// only the phase "scheduling".
+	waitState WaitState
 	// onClaim, when set, sees each warm pod Claim hands out, with the
 	// claim's context.
 	onClaim func(ctx context.Context, p *Pod)
@@ -85,7 +88,11 @@ func (f *fakePools) Claim(ctx context.Context, profile string, _ Claim) (*Pod, e
 }
 
 func (f *fakePools) AwaitPod(ctx context.Context, profile string, _ Claim, progress func(WaitState)) (*Pod, error) {
-	progress(WaitState{Phase: "scheduling"})
+	st := f.waitState
+	if st.Phase == "" {
+		st.Phase = "scheduling"
+	}
+	progress(st)
 	if f.gate != nil {
 		select {
 		case <-f.gate:
@@ -431,11 +438,52 @@ func TestColdWaitProgress(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if len(msgs) != 4 || msgs[3] != "waiting for a pod (position 1, scheduling, 3s)" {
+		if len(msgs) != 4 || msgs[3] != "waiting for a pod: you are 1st in line (scheduling, 3 s so far)" {
 			t.Errorf("progress messages %q", msgs)
 		}
 		if a.(*connAttachment).result != "cold" {
 			t.Errorf("result %q, want cold", a.(*connAttachment).result)
+		}
+		_ = a.Close()
+		<-pools.released
+	})
+}
+
+// TestColdWaitProgressFromPool: the pool's place in line and estimate of
+// the wait reach the user's progress line.
+func TestColdWaitProgressFromPool(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pools := newFakePools(policy("default"))
+		pools.gate = make(chan struct{})
+		pools.waitState = WaitState{Phase: "starting container", Position: 7, Wait: 18400 * time.Millisecond}
+		s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+		var (
+			mu   sync.Mutex
+			msgs []string
+		)
+		done := make(chan Attachment)
+		go func() {
+			a, err := s.Attach(context.Background(), id("alice", ""), func(m string) {
+				mu.Lock()
+				msgs = append(msgs, m)
+				mu.Unlock()
+			})
+			if err != nil {
+				t.Errorf("Attach: %v", err)
+			}
+			done <- a
+		}()
+		time.Sleep(1500 * time.Millisecond)
+		synctest.Wait()
+		close(pools.gate)
+		a := <-done
+		if a == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(msgs) != 2 || msgs[1] != "waiting for a pod: you are 7th in line, about 20 s (starting container, 1 s so far)" {
+			t.Errorf("progress messages %q", msgs)
 		}
 		_ = a.Close()
 		<-pools.released

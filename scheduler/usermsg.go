@@ -102,3 +102,40 @@ func ReconnectMessage(res ReconnectResult, window time.Duration) string {
 	}
 	return "podgate: you are in a new pod; " + keep
 }
+
+// WaitMessage is the progress line a user waiting for a cold pod is shown
+// every few seconds: their place in line, an estimate of the wait when the
+// pool knows how fast pods start (wait 0: unknown), what their pod is doing
+// and how long they have waited. It starts with "waiting for a pod", which
+// clients (the bench among them) take as the sign of a cold login.
+func WaitMessage(position int, wait time.Duration, phase string, waited time.Duration) string {
+	where := fmt.Sprintf("you are %s in line", ordinal(position))
+	if wait > 0 {
+		where += ", about " + roughly(wait)
+	}
+	return fmt.Sprintf("waiting for a pod: %s (%s, %d s so far)", where, phase, int(waited.Seconds()))
+}
+
+// roughly says a wait plainly: to the 5 s below a minute (at least 5 s),
+// to the minute above.
+func roughly(d time.Duration) string {
+	if d < time.Minute-2500*time.Millisecond {
+		return fmt.Sprintf("%d s", max(5, int(d.Round(5*time.Second).Seconds())))
+	}
+	return fmt.Sprintf("%d min", int(d.Round(time.Minute).Minutes()))
+}
+
+// ordinal is 1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st, ...
+func ordinal(n int) string {
+	suffix := "th"
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+	case n%10 == 1:
+		suffix = "st"
+	case n%10 == 2:
+		suffix = "nd"
+	case n%10 == 3:
+		suffix = "rd"
+	}
+	return fmt.Sprintf("%d%s", n, suffix)
+}

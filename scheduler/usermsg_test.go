@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestUserMessage(t *testing.T) {
@@ -52,5 +53,31 @@ func TestRefusal(t *testing.T) {
 	empty := &Refusal{Err: ErrAtCapacity}
 	if got := UserMessage(empty); got != "podgate: all pods are busy, please try again in a minute" {
 		t.Errorf("Refusal without reason = %q, want the sentinel message", got)
+	}
+}
+
+// TestWaitMessage: the waiting user's line says their place, a rounded
+// estimate when there is one, the phase and the time waited, and starts
+// with "waiting for a pod".
+func TestWaitMessage(t *testing.T) {
+	cases := []struct {
+		pos    int
+		wait   time.Duration
+		phase  string
+		waited time.Duration
+		want   string
+	}{
+		{7, 18400 * time.Millisecond, "scheduling", 3 * time.Second, "waiting for a pod: you are 7th in line, about 20 s (scheduling, 3 s so far)"},
+		{1, 0, "starting", 0, "waiting for a pod: you are 1st in line (starting, 0 s so far)"},
+		{2, time.Second, "starting container", 0, "waiting for a pod: you are 2nd in line, about 5 s (starting container, 0 s so far)"},
+		{3, 58 * time.Second, "starting", 0, "waiting for a pod: you are 3rd in line, about 1 min (starting, 0 s so far)"},
+		{12, 150 * time.Second, "starting", 0, "waiting for a pod: you are 12th in line, about 3 min (starting, 0 s so far)"},
+		{22, 40 * time.Second, "starting", 0, "waiting for a pod: you are 22nd in line, about 40 s (starting, 0 s so far)"},
+		{111, 0, "starting", 0, "waiting for a pod: you are 111th in line (starting, 0 s so far)"},
+	}
+	for _, c := range cases {
+		if got := WaitMessage(c.pos, c.wait, c.phase, c.waited); got != c.want {
+			t.Errorf("WaitMessage(%d, %v, %q, %v) = %q, want %q", c.pos, c.wait, c.phase, c.waited, got, c.want)
+		}
 	}
 }

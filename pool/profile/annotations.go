@@ -139,6 +139,9 @@ func checkAnnotations(p *Profile) error {
 	if !p.ForwardAllow.IsZero() && !p.PortForwarding {
 		return &AnnotationError{Key: AnnForwardAllow, Err: fmt.Errorf("has no effect unless %s is true", AnnPortForwarding)}
 	}
+	if err := checkPeaks(p.Peaks, p.PoolMin, p.PoolMax); err != nil {
+		return &AnnotationError{Key: AnnPeaks, Err: err}
+	}
 	if p.container != "" {
 		if _, err := sessionContainer(p); err != nil {
 			return &AnnotationError{Key: AnnContainer, Err: err}
@@ -154,6 +157,8 @@ func parseOne(p *Profile, l *Loosening, disk *Disk, k, v string) error {
 		p.PoolMin, err = parseCount(v)
 	case AnnPoolMax:
 		p.PoolMax, err = parseCount(v)
+	case AnnPeaks:
+		p.Peaks, err = ParsePeaks(v)
 	case AnnMaxPerUser:
 		p.MaxPerUser, err = parseCount(v)
 	case AnnMaxConnections:

@@ -48,6 +48,8 @@ type Profile struct {
 	// With PoolMin 0 the profile has no warm pool and every login gets a
 	// pod created when it connects (the cold way, e.g. for comparison).
 	NoGrow bool
+	// Peaks are the profile's scheduled peaks of demand (AnnPeaks).
+	Peaks []Peak
 	// Source names where the profile came from, for logs
 	// ("config" or "podtemplate/NAME").
 	Source string

@@ -270,13 +270,13 @@ func TestFromConfig(t *testing.T) {
 // FuzzFromPodTemplate checks that no annotation value makes the parser
 // panic, and that whatever it accepts is a usable profile.
 func FuzzFromPodTemplate(f *testing.F) {
-	for _, s := range []string{"3", "session", `["/bin/sh","-l"]`, `{"sftp":["/x"]}`, "10m", "true", "a,b", "", "\x00", `{"":[""]}`} {
+	for _, s := range []string{"3", "session", `["/bin/sh","-l"]`, `{"sftp":["/x"]}`, "10m", "true", "a,b", "", "\x00", `{"":[""]}`, "0 9 * * 1-5=0", "CRON_TZ=x=1"} {
 		f.Add(AnnPoolMin, s)
 		f.Add(AnnSubsystems, s)
 	}
 	keys := []string{AnnPoolMin, AnnPoolMax, AnnMode, AnnShell, AnnExecWrapper, AnnSubsystems, AnnIdleTimeout,
 		AnnMaxSession, AnnMaxWait, AnnPortForwarding, AnnAllowedUsers, AnnUserSelectable, AnnEnvAllow,
-		AnnReconnectWindow, AnnMaxPerUser, AnnMaxConnections, AnnAllowRoot, AnnForwardAllow, AnnContainer}
+		AnnReconnectWindow, AnnMaxPerUser, AnnMaxConnections, AnnAllowRoot, AnnForwardAllow, AnnContainer, AnnPeaks}
 	f.Fuzz(func(t *testing.T, key, val string) {
 		for _, k := range append(keys, key) {
 			p, err := fromTemplate(template(map[string]string{k: val}, oneContainer()))
