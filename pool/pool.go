@@ -20,9 +20,12 @@
 // waiting for a pod (wait.go), this run's reserved pods and their streams
 // (reserved.go), health and demand (demand.go), the liveness Lease
 // (liveness.go), the leadership term (leader.go), abandoned claims, the
-// parks waiting for the cache (park.go) and the API's health. Lock order: there is none to keep, because every one of
-// these locks is a leaf: no type calls another, the API server or a
-// callback while it holds its own lock.
+// parks waiting for the cache (park.go), the API's health, and the pods
+// classified for the sync pass (podindex.go). Lock order: every one of
+// these locks is a leaf (no type calls another, the API server or a
+// callback while it holds its own lock) but for one pair: deletions tell
+// the pod index of each change under their lock, so that the two never
+// disagree; the order is deletions, then the index.
 package pool
 
 import (

@@ -78,8 +78,9 @@ func (p *Pool) sync(now time.Time) {
 	published := p.live.publishedShares()
 	held := p.reserved.counts()
 	for _, prof := range p.profiles.Valid() {
-		// The pods in flight are read before the cache, so that a pod
-		// the cache shows after this point is still named here.
+		// The pods in flight are read before the pod index, so that a
+		// pod the index shows after this point is still named here (the
+		// handlers update the index before they clear the in-flight mark).
 		creating, calls := p.creating.inFlight(prof.Name, now)
 		relabeling, _ := p.relabeling.inFlight(prof.Name, now)
 		v := p.view(prof, reps, inFlight{creating, calls, relabeling}, now)
