@@ -166,7 +166,7 @@ func randomPod(r *rand.Rand, name string, prof *profile.Profile, runs []string, 
 // each that the pass's view equals the full scan's.
 func TestIndexMatchesScan(t *testing.T) {
 	prof := unitProfile(t)
-	for seed := range uint64(20) {
+	for seed := range uint64(10) {
 		r := rand.New(rand.NewPCG(seed, 16))
 		opts := Options{ReadyTimeout: 30 * time.Minute}
 		if seed%2 == 0 {
