@@ -1,8 +1,10 @@
 package pool
 
 import (
+	"context"
 	"fmt"
 	"io"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"log/slog"
 	"testing"
 	"time"
@@ -48,7 +50,7 @@ func BenchmarkPickIdlePod(b *testing.B) {
 			stop := make(chan struct{})
 			defer func() { close(stop); f.Shutdown() }()
 			f.Start(stop)
-			if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced) {
+			if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced, p.podsHandled) {
 				b.Fatal("cache did not sync")
 			}
 			b.ReportAllocs()
@@ -58,6 +60,62 @@ func BenchmarkPickIdlePod(b *testing.B) {
 					b.Fatalf("%d candidates, want %d", len(c), n)
 				}
 				p.claiming.forget(c[0].Name)
+			}
+		})
+	}
+}
+
+// BenchmarkSyncPass measures one leader sync pass over a profile of n
+// Ready idle pods at its target (nothing to create, relabel or delete):
+// the cost every pod event and every Resync tick pays. Before the pod
+// index (podindex.go) it walked every pod.
+func BenchmarkSyncPass(b *testing.B) {
+	for _, n := range []int{500, 5000} {
+		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
+			prof, err := profile.FromConfig(profile.DefaultProfileConfig{Image: "img", PoolMin: n})
+			if err != nil {
+				b.Fatal(err)
+			}
+			objs := make([]runtime.Object, n)
+			start := time.Unix(1e9, 0)
+			for i := range objs {
+				pod := idleReadyPod(fmt.Sprintf("p%05d", i), prof)
+				pod.CreationTimestamp = metav1.NewTime(start.Add(time.Duration(i) * time.Millisecond))
+				objs[i] = pod
+			}
+			cs := fake.NewClientset(objs...)
+			f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(testNS))
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			store, err := profile.NewStore(prof, f.Core().V1().PodTemplates().Informer(), log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			clk := clocktesting.NewFakeClock(start.Add(time.Minute))
+			p, err := New(cs, f.Core().V1().Pods().Informer(), f.Coordination().V1().Leases().Informer(), store, nil,
+				clk, log, prometheus.NewRegistry(), Options{Namespace: testNS, ReplicaID: "r1"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			stop := make(chan struct{})
+			defer func() { cancel(); close(stop); f.Shutdown() }()
+			f.Start(stop)
+			if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced, p.podsHandled) {
+				b.Fatal("cache did not sync")
+			}
+			p.lead.set(ctx, 1)
+			b.ReportAllocs()
+			for b.Loop() {
+				p.sync(clk.Now())
+			}
+			b.StopTimer()
+			for _, a := range cs.Actions() {
+				if v := a.GetVerb(); v != "list" && v != "watch" {
+					b.Fatalf("the pass called %s %s: it is not at rest", v, a.GetResource().Resource)
+				}
+			}
+			if got := len(p.candidates(prof)); got != n {
+				b.Fatalf("%d candidates, want %d", got, n)
 			}
 		})
 	}

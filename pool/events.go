@@ -11,7 +11,8 @@ import (
 )
 
 // The pod informer's events, handed to each part in turn. Each handler is
-// O(1) in the number of pods: no event scans the pool.
+// O(1) in the number of pods, but the pod index's O(log n) (podindex.go):
+// no event scans the pool.
 
 // onPod reacts to an added or updated pod. counted is false for pods from
 // the informer's initial list, which are not new demand.
@@ -23,6 +24,13 @@ func (p *Pool) onPod(pod *corev1.Pod, counted bool) {
 	e, _ := p.profiles.Get(pod.Labels[LabelProfile])
 	prof := e.Profile
 	current := prof != nil && pod.Labels[LabelHash] == prof.Hash
+	// The index first: a pod no longer in flight (seen below) is
+	// already counted there (reconcile.go reads the pods in flight first).
+	hash := ""
+	if prof != nil {
+		hash = prof.Hash
+	}
+	p.index.observe(pod, hash)
 	p.creating.seen(pod.Name)
 	if pod.Labels[LabelState] != StateIdle {
 		p.relabeling.seen(pod.Name)
@@ -49,6 +57,7 @@ func (p *Pool) onPodDeleted(o any) {
 	if pod == nil {
 		return
 	}
+	p.index.forget(pod.Name)
 	p.creating.seen(pod.Name)
 	p.relabeling.seen(pod.Name)
 	p.deleting.forget(pod.Name)

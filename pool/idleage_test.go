@@ -42,14 +42,14 @@ func TestMaxIdleAgeZeroKeepsPods(t *testing.T) {
 		}
 		stop := make(chan struct{})
 		f.Start(stop)
-		if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced) {
+		if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced, p.podsHandled) {
 			t.Fatal("cache did not sync")
 		}
-		v := p.view(prof, replicas{}, now)
+		v := p.view(prof, replicas{}, inFlight{}, now)
 		close(stop)
 		f.Shutdown()
-		if len(v.doomed) != c.doomed || len(v.unreserved)+len(v.doomed) != 1 {
-			t.Errorf("MaxIdleAge %v: a 30-day-old idle pod: %d doomed, %d unreserved; want %d doomed", c.age, len(v.doomed), len(v.unreserved), c.doomed)
+		if len(v.doomed) != c.doomed || v.unreserved.Len()+len(v.doomed) != 1 {
+			t.Errorf("MaxIdleAge %v: a 30-day-old idle pod: %d doomed, %d unreserved; want %d doomed", c.age, len(v.doomed), v.unreserved.Len(), c.doomed)
 		}
 	}
 }

@@ -101,13 +101,18 @@ func (c *expectations) count(profile string) int {
 
 // deletions are the pods the leader asked to delete, until they leave the
 // cache, so that repeated passes do not repeat the call, and so that this
-// replica never claims a pod it is deleting. Its lock is a leaf.
+// replica never claims a pod it is deleting. It tells the pod index of
+// each change under its lock, so that the two never disagree: lock order
+// deletions.mu, then podIndex.mu.
 type deletions struct {
 	mu    sync.Mutex // protects names
 	names map[string]struct{}
+	index *podIndex
 }
 
-func newDeletions() *deletions { return &deletions{names: map[string]struct{}{}} }
+func newDeletions(index *podIndex) *deletions {
+	return &deletions{names: map[string]struct{}{}, index: index}
+}
 
 // start marks name as being deleted; false when it already is.
 func (d *deletions) start(name string) bool {
@@ -117,6 +122,7 @@ func (d *deletions) start(name string) bool {
 		return false
 	}
 	d.names[name] = struct{}{}
+	d.index.setDeleting(name, true)
 	return true
 }
 
@@ -125,7 +131,10 @@ func (d *deletions) start(name string) bool {
 func (d *deletions) forget(name string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.names, name)
+	if _, busy := d.names[name]; busy {
+		delete(d.names, name)
+		d.index.setDeleting(name, false)
+	}
 }
 
 // has reports whether name is being deleted.

@@ -20,9 +20,12 @@
 // waiting for a pod (wait.go), this run's reserved pods and their streams
 // (reserved.go), health and demand (demand.go), the liveness Lease
 // (liveness.go), the leadership term (leader.go), abandoned claims, the
-// parks waiting for the cache (park.go) and the API's health. Lock order: there is none to keep, because every one of
-// these locks is a leaf: no type calls another, the API server or a
-// callback while it holds its own lock.
+// parks waiting for the cache (park.go), the API's health, and the pods
+// classified for the sync pass (podindex.go). Lock order: every one of
+// these locks is a leaf (no type calls another, the API server or a
+// callback while it holds its own lock) but for one pair: deletions tell
+// the pod index of each change under their lock, so that the two never
+// disagree; the order is deletions, then the index.
 package pool
 
 import (
@@ -158,16 +161,19 @@ const (
 
 // Pool implements scheduler.Pools over one guest namespace.
 type Pool struct {
-	client   kubernetes.Interface
-	pods     cache.SharedIndexInformer
-	leases   cache.SharedIndexInformer
-	profiles Profiles
-	execer   Preparer
-	clock    clock.WithTicker
-	log      *slog.Logger
-	metrics  *metrics
-	events   scheduler.PodEvents
-	opts     Options
+	client kubernetes.Interface
+	pods   cache.SharedIndexInformer
+	// podsHandled reports whether the pod handlers have seen the initial
+	// list: the index (podindex.go) is only complete from then on.
+	podsHandled func() bool
+	leases      cache.SharedIndexInformer
+	profiles    Profiles
+	execer      Preparer
+	clock       clock.WithTicker
+	log         *slog.Logger
+	metrics     *metrics
+	events      scheduler.PodEvents
+	opts        Options
 	// run identifies this process among the runs of its replica id.
 	run string
 	// started is when this pool was made: a pod claimed under this replica
@@ -194,6 +200,7 @@ type Pool struct {
 	creating   *expectations
 	relabeling *expectations
 	deleting   *deletions
+	index      *podIndex
 	claiming   *claiming
 	queue      *waitQueue
 	reserved   *reservedSet
@@ -240,7 +247,6 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		live:       newLiveness(),
 		creating:   newExpectations(),
 		relabeling: newExpectations(),
-		deleting:   newDeletions(),
 		claiming:   newClaiming(),
 		queue:      newWaitQueue(),
 		reserved:   newReservedSet(),
@@ -250,6 +256,8 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 		parkWaits:  newParkWaits(),
 	}
 	p.demand = newDemand(m, log, &p.opts)
+	p.index = newPodIndex(&p.opts)
+	p.deleting = newDeletions(p.index)
 	if err := m.registerGauges(reg, p.reserved); err != nil {
 		return nil, fmt.Errorf("creating pool: %w", err)
 	}
@@ -263,13 +271,15 @@ func New(client kubernetes.Interface, pods, leases cache.SharedIndexInformer, pr
 	}); err != nil {
 		return nil, fmt.Errorf("creating pool: adding pod indexes: %w", err)
 	}
-	if _, err := pods.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+	handled, err := pods.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
 		AddFunc:    func(o any, initial bool) { p.onPod(podOf(o), !initial) },
 		UpdateFunc: func(_, o any) { p.onPod(podOf(o), true) },
 		DeleteFunc: func(o any) { p.onPodDeleted(o) },
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("creating pool: watching pods: %w", err)
 	}
+	p.podsHandled = handled.HasSynced
 	return p, nil
 }
 
@@ -318,7 +328,7 @@ func podOf(o any) *corev1.Pod {
 // liveness Lease, takes part in leader election, and prepares streams. It
 // returns after every goroutine it started has finished.
 func (p *Pool) Run(ctx context.Context) error {
-	if !cache.WaitForCacheSync(ctx.Done(), p.pods.HasSynced, p.leases.HasSynced, p.profiles.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), p.pods.HasSynced, p.podsHandled, p.leases.HasSynced, p.profiles.HasSynced) {
 		return fmt.Errorf("waiting for pool caches: %w", ctx.Err())
 	}
 	if err := p.renewLiveness(ctx); err != nil {

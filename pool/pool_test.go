@@ -73,7 +73,7 @@ func newUnitPoolAs(t *testing.T, cs *fake.Clientset, prof *profile.Profile, prep
 	stop := make(chan struct{})
 	t.Cleanup(func() { close(stop); f.Shutdown() })
 	f.Start(stop)
-	if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced, f.Coordination().V1().Leases().Informer().HasSynced) {
+	if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced, p.podsHandled, f.Coordination().V1().Leases().Informer().HasSynced) {
 		t.Fatal("cache did not sync")
 	}
 	close(p.ready)

@@ -3,7 +3,6 @@ package pool
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,8 +35,8 @@ func (p *Pool) syncLoop(ctx context.Context) error {
 // view is one profile's pods as the cache shows them.
 type view struct {
 	// unreserved are the fresh idle pods of the current template, Ready
-	// last, so that shrinking removes warming pods first.
-	unreserved []*corev1.Pod
+	// last, so that shrinking removes warming pods first; each by creation.
+	unreserved idlePods
 	// reserved counts, per live owner, the fresh pods reserved for its
 	// current run, Ready or not.
 	reserved map[string]int
@@ -57,8 +56,9 @@ type view struct {
 	// doomed are unreserved pods the leader deletes; own are this run's
 	// reserved pods this replica deletes; each with the reason.
 	doomed, own []doomed
-	// names holds every pod of the profile the cache showed.
-	names map[string]bool
+	// shown says, of the pods being created, which the index shows;
+	// idle, of the pods being relabelled, which are unreserved kept pods.
+	shown, idle map[string]bool
 }
 
 type doomed struct {
@@ -78,11 +78,12 @@ func (p *Pool) sync(now time.Time) {
 	published := p.live.publishedShares()
 	held := p.reserved.counts()
 	for _, prof := range p.profiles.Valid() {
-		// The pods in flight are read before the cache, so that a pod
-		// the cache shows after this point is still named here.
+		// The pods in flight are read before the pod index, so that a
+		// pod the index shows after this point is still named here (the
+		// handlers update the index before they clear the in-flight mark).
 		creating, calls := p.creating.inFlight(prof.Name, now)
 		relabeling, _ := p.relabeling.inFlight(prof.Name, now)
-		v := p.view(prof, reps, now)
+		v := p.view(prof, reps, inFlight{creating, calls, relabeling}, now)
 		pl := p.demand.tick(prof, now)
 		p.metrics.observeView(prof.Name, v, pl, held[prof.Name])
 		for _, d := range v.own {
@@ -119,73 +120,27 @@ func (p *Pool) sync(now time.Time) {
 	p.metrics.syncPass.WithLabelValues(role).Observe(p.clock.Since(now).Seconds())
 }
 
-// view classifies a profile's pods. Failure and timeout verdicts on spare
-// pods are recorded in the profile's health by every replica alike.
-func (p *Pool) view(prof *profile.Profile, reps replicas, now time.Time) view {
-	v := view{reserved: map[string]int{}, names: map[string]bool{}}
-	objs, _ := p.pods.GetIndexer().ByIndex(indexProfile, prof.Name)
-	for _, o := range objs {
-		pod, ok := o.(*corev1.Pod)
-		if !ok {
-			continue
-		}
-		v.names[pod.Name] = true
-		if pod.DeletionTimestamp != nil || p.deleting.has(pod.Name) {
-			continue
-		}
-		state, owner := pod.Labels[LabelState], pod.Labels[LabelOwner]
-		switch {
-		case state == StateClaimed:
-			v.claimed++
-			continue
-		case state == StateParked:
-			v.parked++
-			continue
-		case state == StateReserved && (reps.runs[owner] == "" || reps.runs[owner] != pod.Labels[LabelRun]):
-			v.lapsed++ // reaped, or deleted by its replica's new run
-			continue
-		case state != StateIdle && state != StateReserved:
-			continue
-		}
-		ready := podReady(pod)
-		switch {
-		case !ready:
-			v.warming++
-		case state == StateReserved:
-			v.readyReserved++
-		default:
-			v.readyIdle++
-		}
-		why := p.doomedBecause(prof, pod, ready, now)
-		kept := why == removal{}
-		switch {
-		case !kept && state == StateIdle:
-			v.doomed = append(v.doomed, doomed{pod, why})
-		case !kept && owner == p.opts.ReplicaID && pod.Labels[LabelRun] == p.run:
-			v.own = append(v.own, doomed{pod, why})
-		case !kept:
-			// Another live replica's: it deletes it; the leader counts
-			// it no more, so its replacement starts now.
-		case state == StateReserved:
-			v.reserved[owner]++
-		default:
-			v.unreserved = append(v.unreserved, pod)
-		}
-		if kept && !ready {
-			v.starting++
+// view classifies a profile's pods from the index (podindex.go), at a
+// cost independent of the pool's size in the common case. Failure and
+// timeout verdicts on spare pods are recorded in the profile's health by
+// every replica alike. fl names the pods in flight the pass asks about.
+func (p *Pool) view(prof *profile.Profile, reps replicas, fl inFlight, now time.Time) view {
+	iv := p.index.read(prof.Name, prof.Hash, reps.runs, ownerRun{true, p.opts.ReplicaID, p.run}, now, fl.creating, fl.relabeling)
+	v := view{
+		unreserved: iv.unreserved, reserved: iv.reserved, lapsed: iv.lapsed,
+		readyIdle: iv.readyIdle, readyReserved: iv.readyReserved, warming: iv.warming,
+		claimed: iv.claimed, parked: iv.parked, starting: iv.starting,
+		shown: iv.shown, idle: iv.idle,
+	}
+	for _, d := range iv.doomed {
+		why := p.doomedBecause(prof, d.pod, d.ready, now)
+		switch d.to {
+		case doomedIdle:
+			v.doomed = append(v.doomed, doomed{d.pod, why})
+		case doomedOwn:
+			v.own = append(v.own, doomed{d.pod, why})
 		}
 	}
-	slices.SortStableFunc(v.unreserved, func(a, b *corev1.Pod) int {
-		ra, rb := podReady(a), podReady(b)
-		switch {
-		case ra == rb:
-			return a.CreationTimestamp.Compare(b.CreationTimestamp.Time)
-		case ra:
-			return 1
-		default:
-			return -1
-		}
-	})
 	return v
 }
 
@@ -231,28 +186,24 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, pl 
 	// held counts, per owner ("" for idle pods), what the cache shows plus
 	// what is in flight and not shown: a pod the informer delivered after
 	// the in-flight snapshot is counted once, never nowhere.
-	held := map[string]int{"": len(v.unreserved)}
+	held := map[string]int{"": v.unreserved.Len()}
 	for owner, n := range v.reserved {
 		held[owner] += n
 	}
 	pending := 0
 	for name, e := range fl.creating {
-		if !v.names[name] {
+		if !v.shown[name] {
 			pending++
 			held[e.owner]++
 		}
 	}
-	idleNames := make(map[string]bool, len(v.unreserved))
-	for _, pod := range v.unreserved {
-		idleNames[pod.Name] = true
-	}
 	for name, e := range fl.relabeling {
-		if idleNames[name] { // once the cache shows it reserved, the view counts it
+		if v.idle[name] { // once the cache shows it reserved, the view counts it
 			held[e.owner]++
 			held[""]--
 		}
 	}
-	have := pending + len(v.unreserved) + v.lapsed
+	have := pending + v.unreserved.Len() + v.lapsed
 	for _, n := range v.reserved {
 		have += n
 	}
@@ -285,7 +236,7 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, pl 
 		if sp != nil {
 			keep = min(sp.Unreserved, pl.target)
 		}
-		for _, pod := range v.unreserved[:max(0, min(surplus, len(v.unreserved)-keep))] {
+		for _, pod := range v.unreserved.first(max(0, min(surplus, v.unreserved.Len()-keep))) {
 			p.deleteAsLeader(ctx, pod, reaped(fmt.Sprintf("profile %q has more spare pods than its target of %d", prof.Name, pl.target)))
 		}
 	}
@@ -294,19 +245,22 @@ func (p *Pool) replenish(ctx context.Context, prof *profile.Profile, v view, pl 
 // relabelForShares reserves unreserved pods beyond the remainder for the
 // replicas short of their shares, Ready pods first.
 func (p *Pool) relabelForShares(ctx context.Context, prof *profile.Profile, v view, shares, held map[string]int, remainder int, runs map[string]string, now time.Time) {
-	for i := len(v.unreserved) - 1; i >= 0 && held[""] > remainder; i-- {
-		pod := v.unreserved[i]
+	v.unreserved.descend(func(pod *corev1.Pod) bool {
+		if held[""] <= remainder {
+			return false
+		}
 		if p.claiming.has(pod.Name) || p.relabeling.has(pod.Name) {
-			continue
+			return true
 		}
 		owner := largestDeficit(shares, held)
 		if owner == "" {
-			return
+			return false
 		}
 		held[owner]++
 		held[""]--
 		p.relabel(ctx, prof, pod, owner, runs[owner], now)
-	}
+		return true
+	})
 }
 
 // createSpare creates one spare pod in the background: reserved for owner's
