@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
@@ -35,24 +35,7 @@ func BenchmarkPickIdlePod(b *testing.B) {
 			for i := range objs {
 				objs[i] = idleReadyPod(fmt.Sprintf("p%04d", i), prof)
 			}
-			cs := fake.NewClientset(objs...)
-			f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(testNS))
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			store, err := profile.NewStore(prof, f.Core().V1().PodTemplates().Informer(), log)
-			if err != nil {
-				b.Fatal(err)
-			}
-			p, err := New(cs, f.Core().V1().Pods().Informer(), f.Coordination().V1().Leases().Informer(), store, nil,
-				clocktesting.NewFakeClock(time.Unix(1e9, 0)), log, prometheus.NewRegistry(), Options{Namespace: testNS, ReplicaID: "r1"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			stop := make(chan struct{})
-			defer func() { close(stop); f.Shutdown() }()
-			f.Start(stop)
-			if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced, p.podsHandled) {
-				b.Fatal("cache did not sync")
-			}
+			p, _ := benchPool(b, prof, objs, clocktesting.NewFakeClock(time.Unix(1e9, 0)))
 			b.ReportAllocs()
 			for b.Loop() {
 				c := p.candidates(prof)
@@ -83,26 +66,10 @@ func BenchmarkSyncPass(b *testing.B) {
 				pod.CreationTimestamp = metav1.NewTime(start.Add(time.Duration(i) * time.Millisecond))
 				objs[i] = pod
 			}
-			cs := fake.NewClientset(objs...)
-			f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(testNS))
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			store, err := profile.NewStore(prof, f.Core().V1().PodTemplates().Informer(), log)
-			if err != nil {
-				b.Fatal(err)
-			}
 			clk := clocktesting.NewFakeClock(start.Add(time.Minute))
-			p, err := New(cs, f.Core().V1().Pods().Informer(), f.Coordination().V1().Leases().Informer(), store, nil,
-				clk, log, prometheus.NewRegistry(), Options{Namespace: testNS, ReplicaID: "r1"})
-			if err != nil {
-				b.Fatal(err)
-			}
+			p, cs := benchPool(b, prof, objs, clk)
 			ctx, cancel := context.WithCancel(context.Background())
-			stop := make(chan struct{})
-			defer func() { cancel(); close(stop); f.Shutdown() }()
-			f.Start(stop)
-			if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced, p.podsHandled) {
-				b.Fatal("cache did not sync")
-			}
+			defer cancel()
 			p.lead.set(ctx, 1)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -119,4 +86,29 @@ func BenchmarkSyncPass(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchPool is a pool over a fake clientset holding objs, its informers
+// started and its handlers synced (stopped when b ends), with its clock clk.
+func benchPool(b *testing.B, prof *profile.Profile, objs []runtime.Object, clk *clocktesting.FakeClock) (*Pool, *fake.Clientset) {
+	b.Helper()
+	cs := fake.NewClientset(objs...)
+	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(testNS))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, err := profile.NewStore(prof, f.Core().V1().PodTemplates().Informer(), log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := New(cs, f.Core().V1().Pods().Informer(), f.Coordination().V1().Leases().Informer(), store, nil,
+		clk, log, prometheus.NewRegistry(), Options{Namespace: testNS, ReplicaID: "r1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	b.Cleanup(func() { close(stop); f.Shutdown() })
+	f.Start(stop)
+	if !cache.WaitForCacheSync(stop, f.Core().V1().Pods().Informer().HasSynced, p.podsHandled) {
+		b.Fatal("cache did not sync")
+	}
+	return p, cs
 }

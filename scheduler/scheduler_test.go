@@ -406,6 +406,37 @@ func TestLimitsAndAccess(t *testing.T) {
 	_ = b.Close()
 }
 
+// attachWaiting runs Attach for alice on a miss held by pools.gate for
+// wait (in synctest's time), then lets the pod arrive, and returns the
+// attachment (nil after a failure, already reported) and the progress
+// messages the user was shown.
+func attachWaiting(t *testing.T, s *Scheduler, pools *fakePools, wait time.Duration) (Attachment, []string) {
+	t.Helper()
+	var (
+		mu   sync.Mutex
+		msgs []string
+	)
+	done := make(chan Attachment)
+	go func() {
+		a, err := s.Attach(context.Background(), id("alice", ""), func(m string) {
+			mu.Lock()
+			msgs = append(msgs, m)
+			mu.Unlock()
+		})
+		if err != nil {
+			t.Errorf("Attach: %v", err)
+		}
+		done <- a
+	}()
+	time.Sleep(wait)
+	synctest.Wait()
+	close(pools.gate)
+	a := <-done
+	mu.Lock()
+	defer mu.Unlock()
+	return a, slices.Clone(msgs)
+}
+
 // TestColdWaitProgress: on a miss the user is told their position, the
 // pod's phase and the elapsed seconds every second until the pod is Ready.
 func TestColdWaitProgress(t *testing.T) {
@@ -413,31 +444,10 @@ func TestColdWaitProgress(t *testing.T) {
 		pools := newFakePools(policy("default"))
 		pools.gate = make(chan struct{})
 		s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
-		var (
-			mu   sync.Mutex
-			msgs []string
-		)
-		done := make(chan Attachment)
-		go func() {
-			a, err := s.Attach(context.Background(), id("alice", ""), func(m string) {
-				mu.Lock()
-				msgs = append(msgs, m)
-				mu.Unlock()
-			})
-			if err != nil {
-				t.Errorf("Attach: %v", err)
-			}
-			done <- a
-		}()
-		time.Sleep(3500 * time.Millisecond)
-		synctest.Wait()
-		close(pools.gate)
-		a := <-done
+		a, msgs := attachWaiting(t, s, pools, 3500*time.Millisecond)
 		if a == nil {
 			return
 		}
-		mu.Lock()
-		defer mu.Unlock()
 		if len(msgs) != 4 || msgs[3] != "waiting for a pod: you are 1st in line (scheduling, 3 s so far)" {
 			t.Errorf("progress messages %q", msgs)
 		}
@@ -457,31 +467,10 @@ func TestColdWaitProgressFromPool(t *testing.T) {
 		pools.gate = make(chan struct{})
 		pools.waitState = WaitState{Phase: "starting container", Position: 7, Wait: 18400 * time.Millisecond}
 		s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
-		var (
-			mu   sync.Mutex
-			msgs []string
-		)
-		done := make(chan Attachment)
-		go func() {
-			a, err := s.Attach(context.Background(), id("alice", ""), func(m string) {
-				mu.Lock()
-				msgs = append(msgs, m)
-				mu.Unlock()
-			})
-			if err != nil {
-				t.Errorf("Attach: %v", err)
-			}
-			done <- a
-		}()
-		time.Sleep(1500 * time.Millisecond)
-		synctest.Wait()
-		close(pools.gate)
-		a := <-done
+		a, msgs := attachWaiting(t, s, pools, 1500*time.Millisecond)
 		if a == nil {
 			return
 		}
-		mu.Lock()
-		defer mu.Unlock()
 		if len(msgs) != 2 || msgs[1] != "waiting for a pod: you are 7th in line, about 20 s (starting container, 1 s so far)" {
 			t.Errorf("progress messages %q", msgs)
 		}
