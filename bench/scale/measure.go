@@ -210,8 +210,14 @@ func (m *measurer) burst(ctx context.Context, cfg Config) (*Burst, error) {
 			b.Misses++
 		}
 	}
-	if err := m.waitFull(ctx, size); err != nil {
-		return nil, err
+	// The refill is waited for so that its requests count; a pool that
+	// does not refill in time is reported, with the burst's figures kept.
+	if err := m.waitFullWithin(ctx, size, refillWait); err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		b.Refill = err.Error()
+		m.log("burst: %v", err)
 	}
 	if err := m.settle(ctx); err != nil {
 		return nil, err
@@ -234,12 +240,20 @@ func (m *measurer) burst(ctx context.Context, cfg Config) (*Burst, error) {
 	return b, nil
 }
 
+// refillWait bounds the wait for the pool to refill after the burst.
+const refillWait = 3 * time.Minute
+
 // waitFull polls (a separate process offers no event to watch) until
 // the pool holds size idle pods, for at most 20 minutes. It gives up at
 // once when KWOK stops answering: no fake pod becomes Ready or goes away
 // without it, so the pool would never fill.
 func (m *measurer) waitFull(ctx context.Context, size int) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	return m.waitFullWithin(ctx, size, 20*time.Minute)
+}
+
+// waitFullWithin is waitFull with a bound of its own.
+func (m *measurer) waitFullWithin(ctx context.Context, size int, bound time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()

@@ -322,6 +322,10 @@ func burstSection(b *strings.Builder, res *Results) {
 		p("First errors: `%s`", strings.Join(errs, "`; `"))
 		p("")
 	}
+	if bu.Refill != "" {
+		p("The pool did not refill within %v after the burst (%s), so the requests per login count only the refill up to then.", refillWait, bu.Refill)
+		p("")
+	}
 }
 
 func profilesSection(b *strings.Builder, res *Results) {

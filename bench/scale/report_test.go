@@ -95,3 +95,14 @@ func TestWarningsSection(t *testing.T) {
 		t.Errorf("a pipe in a warning line was not escaped:\n%s", md)
 	}
 }
+
+// TestReportBurstWithoutRefill: a burst whose pool did not refill in time
+// is still reported, with the shortfall said.
+func TestReportBurstWithoutRefill(t *testing.T) {
+	res := &Results{Config: DefaultConfig(), Burst: &Burst{Size: 5000, Samples: make([]bench.Sample, 3),
+		Refill: "waiting for 5000 idle pods (have 4995): context deadline exceeded"}}
+	md := Report(res, "s.csv", "l.csv", nil)
+	if !strings.Contains(md, "## Burst: 3 logins at once at a pool of 5000") || !strings.Contains(md, "did not refill within 3m0s after the burst (waiting for 5000 idle pods (have 4995)") {
+		t.Errorf("report lacks the burst or its refill shortfall:\n%s", md)
+	}
+}

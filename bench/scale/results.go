@@ -97,7 +97,11 @@ func (s Size) MaxRSS() int64 {
 
 // Burst is the burst of logins at the largest size.
 type Burst struct {
-	Size    int
+	Size int
+	// Refill says how the pool failed to refill within refillWait after
+	// the burst; "" when it did. The per-login requests then miss the
+	// rest of the refill.
+	Refill  string
 	Samples []bench.Sample
 	Login   bench.Summary
 	// Misses counts logins that had to wait for a pod.
