@@ -84,6 +84,18 @@ func reasonMayFollow(p *corev1.Pod, container string) bool {
 	return false
 }
 
+// finishedOnItsOwn reports whether p finished (Succeeded or Failed) with
+// no reason in its status: what an evicted pod looks like when the
+// kubelet's normal status sync, seeing its containers exit after the
+// eviction's SIGTERM (an idle command exits 0), wrote the phase before the
+// eviction's reason (CI saw "exited 0 (Completed)" and "your pod went
+// away" for a disk-fill eviction). Its Evicted event is the reason then.
+// A finished pod being deleted counts too: podgate deletes a failed pod as
+// soon as its informer sees it.
+func finishedOnItsOwn(p *corev1.Pod) bool {
+	return (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed) && goneReason(p) == ""
+}
+
 // podEnd reports whether the pod is missing, terminating, finished, or no
 // longer runs its container, and the plain reason when the cluster ended
 // it, or the error when the pod could not be read at all (an unreadable
@@ -92,7 +104,8 @@ func reasonMayFollow(p *corev1.Pod, container string) bool {
 //
 // killed says the user's command died of a signal podgate did not send,
 // or its stream broke while it ran.
-// Then, and whenever the pod ended with its reason still to come (see
+// Then a pod that finished with no reason has its Evicted event awaited
+// (see finishedOnItsOwn); then, and whenever the pod ended with its reason still to come (see
 // reasonMayFollow), podEnd watches that one pod for up to killSettle from
 // the version it read, and a pod that is gone without a status to read
 // has its Evicted event awaited for the rest of that time. This runs only
@@ -109,6 +122,9 @@ func (e *Executor) podEnd(pod scheduler.PodRef, killed bool) (bool, string, erro
 		return false, "", err
 	}
 	gone, why := podEnded(p, pod.Container)
+	if why == "" && killed && finishedOnItsOwn(p) {
+		return true, e.awaitEvictionReason(ctx, pod), nil
+	}
 	if why != "" || (gone && !reasonMayFollow(p, pod.Container)) || (!gone && !killed) {
 		return gone, why, nil
 	}
@@ -138,6 +154,9 @@ func (e *Executor) podEnd(pod scheduler.PodRef, killed bool) (bool, string, erro
 			case isPod && (ev.Type == watch.Modified || ev.Type == watch.Added):
 				g, why := podEnded(cur, pod.Container)
 				gone = gone || g
+				if why == "" && killed && finishedOnItsOwn(cur) {
+					return true, e.awaitEvictionReason(ctx, pod), nil
+				}
 				if why != "" || (g && !reasonMayFollow(cur, pod.Container)) {
 					return gone, why, nil
 				}

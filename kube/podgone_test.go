@@ -181,3 +181,37 @@ func TestEvictionReasonFromEvent(t *testing.T) {
 		t.Errorf("podEnd on a deleted, evicted pod = %v, %q, %v; want gone with the disk reason", gone, why, err)
 	}
 }
+
+// TestPodEndFinishedThenEvent: an evicted pod whose phase the kubelet's
+// status sync wrote first (Succeeded: the idle command exited 0 on the
+// eviction's SIGTERM) has no reason in its status; a user whose command
+// was killed gets the reason from the Evicted event that follows. A pod
+// that finished without the user's command being killed is answered at
+// once.
+func TestPodEndFinishedThenEvent(t *testing.T) {
+	finished := func() *corev1.Pod {
+		p := runningPod()
+		p.Status.Phase = corev1.PodSucceeded
+		p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}
+		return p
+	}
+	cs := fake.NewClientset(finished())
+	fw := watch.NewFake()
+	cs.PrependWatchReactor("events", k8stesting.DefaultWatchReactor(fw, nil))
+	go fw.Add(diskEvictedEvent())
+	gone, why, err := quietExecutor(cs).podEnd(guestRef, true)
+	if !gone || why != reasonDisk || err != nil {
+		t.Errorf("killed on a finished pod: podEnd = %v, %q, %v; want gone with the disk reason", gone, why, err)
+	}
+
+	cs = fake.NewClientset(finished())
+	watched := false
+	cs.PrependWatchReactor("*", func(k8stesting.Action) (bool, watch.Interface, error) {
+		watched = true
+		return false, nil, nil
+	})
+	gone, why, err = quietExecutor(cs).podEnd(guestRef, false)
+	if !gone || why != "" || err != nil || watched {
+		t.Errorf("not killed: podEnd = %v, %q, %v, watched %v; want gone, no reason, no watch", gone, why, err, watched)
+	}
+}
