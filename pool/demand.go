@@ -252,6 +252,14 @@ func (d *demand) adopt(prof *profile.Profile, idle int, now time.Time) {
 	d.sizerLocked(prof, now).adopt(idle, now)
 }
 
+// inherit records a spare pod of the profile that an earlier run of this
+// replica had reserved and this process deleted; see sizer.adopt.
+func (d *demand) inherit(prof *profile.Profile, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.sizerLocked(prof, now).inherit(now)
+}
+
 // capacity is the profile's capacity estimate as the last tick measured
 // it, in pods per second; 0 when unknown.
 func (d *demand) capacity(prof *profile.Profile, now time.Time) float64 {

@@ -99,6 +99,9 @@ func (p *Pool) observeOwn(pod *corev1.Pod, prof *profile.Profile, now time.Time)
 	case doomed != (removal{}):
 		p.deleteOwn(pod, doomed)
 	case (state == StateReserved || state == StateClaimed) && pod.Labels[LabelRun] != "" && pod.Labels[LabelRun] != p.run:
+		if state == StateReserved && prof != nil && pod.Labels[LabelHash] == prof.Hash && !p.deleting.has(pod.Name) {
+			p.demand.inherit(prof, now)
+		}
 		p.deleteOwn(pod, reaped("reserved or claimed by an earlier run of replica "+p.opts.ReplicaID))
 	case state == StateClaimed && pod.Labels[LabelRun] == "":
 		// Claimed by a podgate that did not record runs: one from before

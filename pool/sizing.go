@@ -119,6 +119,11 @@ type sizer struct {
 	// burstSince is when the current burst was first seen; zero when
 	// none (see holdRefill).
 	burstSince time.Time
+	// inherited counts the spare pods this process deleted because an
+	// earlier run of its replica had reserved them, since inheritedAt;
+	// see adopt.
+	inherited   int
+	inheritedAt time.Time
 }
 
 // newSizer starts at the lower bound.
@@ -259,11 +264,36 @@ func (s *sizer) tick(now time.Time, shrinkAfter time.Duration) {
 // start-up as old news), and a failover must neither trim a pool the
 // previous leader grew nor grow it. Shrinking then goes on at the usual
 // slow pace.
+//
+// A restarted replica deletes the pods its earlier run had reserved (that
+// run may have handed one to a user before it died), and those deletions
+// may reach the cache before the restarted replica leads: the spare pods
+// it counts then miss them, and the pool it inherited would be trimmed by
+// its own share. So the pods it deleted that way within inheritWindow
+// before this term count as found too. They are counted once: adopt
+// forgets them.
 func (s *sizer) adopt(idle int, now time.Time) {
+	if s.inherited > 0 && now.Sub(s.inheritedAt) <= inheritWindow {
+		idle += s.inherited
+	}
+	s.inherited = 0
 	if t := s.clamp(idle); t > s.target {
 		s.target = t
 		s.lastChange = now
 	}
+}
+
+// inheritWindow bounds how long before a term the earlier run's deleted
+// reserved pods still count towards the pool it adopts: a restarted
+// replica that leads at once (its own leader Lease) leads within seconds;
+// one that leads much later finds a pool that another leader has sized
+// and refilled since.
+const inheritWindow = 30 * time.Second
+
+// inherit records one spare pod of the earlier run deleted at now.
+func (s *sizer) inherit(now time.Time) {
+	s.inherited++
+	s.inheritedAt = now
 }
 
 // Refill pacing. A burst's logins need the CPUs for their exec starts (the

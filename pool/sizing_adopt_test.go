@@ -38,3 +38,33 @@ func TestSizerAdopt(t *testing.T) {
 		t.Errorf("after 10m: target %d, want 8", s.target)
 	}
 }
+
+// TestSizerAdoptInherited: a restarted replica that leads soon after
+// deleting its earlier run's reserved pods counts them as part of the pool
+// it inherits (their deletions may reach its cache before it leads), once;
+// long after, it does not (another leader has sized the pool since).
+func TestSizerAdoptInherited(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	s := newSizer(8, 40, t0)
+	for range 18 {
+		s.inherit(t0)
+	}
+	s.adopt(1, t0.Add(2*time.Second))
+	if s.target != 19 {
+		t.Errorf("adopt soon after the restart: target %d, want 19 (1 spare + 18 deleted)", s.target)
+	}
+	s.target = 8
+	s.adopt(1, t0.Add(3*time.Second))
+	if s.target != 8 {
+		t.Errorf("the inherited pods counted twice: target %d, want 8", s.target)
+	}
+
+	late := newSizer(8, 40, t0)
+	for range 18 {
+		late.inherit(t0)
+	}
+	late.adopt(1, t0.Add(inheritWindow+time.Second))
+	if late.target != 8 {
+		t.Errorf("adopt long after the restart: target %d, want min 8", late.target)
+	}
+}
