@@ -321,6 +321,7 @@ func (a *connAttachment) Close() error {
 	tty, plain := a.tty, a.plain
 	a.tty, a.plain = nil, nil
 	a.mu.Unlock()
+	endPark := a.s.parks.begin(a.key)
 	a.cancel()
 	// Park (or release) before the slow part: closing prepared streams
 	// and waiting for a spare one in preparation take round trips to the
@@ -342,6 +343,7 @@ func (a *connAttachment) Close() error {
 	default:
 		a.s.release(a.pod, fmt.Sprintf("connection %s of user %q closed", a.id.ConnID, a.id.User))
 	}
+	endPark()
 	a.done()
 	a.wg.Wait()
 	for _, p := range []Prepared{tty, plain} {

@@ -18,6 +18,9 @@ type fakeParked struct {
 var _ Parking = (*fakePools)(nil)
 
 func (f *fakePools) Park(_ context.Context, pod *Pod, c Claim, until time.Time, heldHere int) error {
+	if f.parkGate != nil {
+		<-f.parkGate
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	old := f.parked[c.UserKey]

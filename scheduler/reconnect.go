@@ -105,6 +105,9 @@ func (s *Scheduler) unpark(ctx context.Context, id Identity, pol Policy, key str
 	if s.window(pol) <= 0 {
 		return nil, ReconnectNone
 	}
+	wctx, cancel := context.WithTimeout(ctx, parkTimeout)
+	s.parks.wait(wctx, key)
+	cancel()
 	pod, res, err := s.parking.Unpark(ctx, pol.Name, Claim{Identity: id, UserKey: key, Session: id.ConnID})
 	if err != nil {
 		s.log.Warn("taking a parked pod failed; giving a new one", "user", id.User, "profile", pol.Name, "conn", id.ConnID, "err", err)

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -65,4 +66,48 @@ func TestConnAttachmentNamesPod(t *testing.T) {
 	}
 	_ = a.Close()
 	<-pools.released
+}
+
+// TestReconnectWaitsForParkInFlight: a user who reconnects while this
+// replica is still parking their previous pod (scp, then sftp at once)
+// waits for the park and gets that pod back, not a new one.
+func TestReconnectWaitsForParkInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		web := policy("web")
+		web.ReconnectWindow = time.Hour
+		pools := newFakePools(web)
+		pools.idle = 10
+		pools.parkGate = make(chan struct{})
+		s := newTestScheduler(t, pools, &fakeExecer{}, clock.RealClock{})
+		a1, err := s.Attach(context.Background(), id("alice", "web"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := a1.(*connAttachment).pod.Ref.Name
+		go func() { _ = a1.Close() }()
+		synctest.Wait() // the park is in flight, held by the gate
+		got := make(chan Attachment, 1)
+		go func() {
+			a2, err := s.Attach(context.Background(), id("alice", "web"), nil)
+			if err != nil {
+				t.Errorf("reconnect: %v", err)
+			}
+			got <- a2
+		}()
+		synctest.Wait()
+		select {
+		case <-got:
+			t.Fatal("the reconnect did not wait for the park in flight")
+		default:
+		}
+		close(pools.parkGate)
+		a2 := <-got
+		if a2 == nil {
+			return
+		}
+		if name := a2.(*connAttachment).pod.Ref.Name; name != first {
+			t.Errorf("reconnected to %s, want the pod being parked, %s", name, first)
+		}
+		_ = a2.Close()
+	})
 }

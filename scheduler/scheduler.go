@@ -47,6 +47,9 @@ type Scheduler struct {
 	events  PodEvents
 	parking Parking // nil: no reconnects
 	opts    Options
+	// parks are the parks of this replica in flight, which a reconnect
+	// waits for (parkflight.go).
+	parks *parksInFlight
 
 	// bg tracks releases running off the critical path; Run waits for it.
 	bg sync.WaitGroup
@@ -81,6 +84,7 @@ func New(pools Pools, execer Execer, clk clock.WithTicker, log *slog.Logger, reg
 		pools: pools, execer: execer, clock: clk, log: log, metrics: m, opts: opts,
 		events:     OrNoPodEvents(opts.Events),
 		parking:    opts.Parking,
+		parks:      newParksInFlight(),
 		perProfile: map[string]int{},
 		perUser:    map[string]int{},
 		waiters:    map[string][]uint64{},

@@ -38,7 +38,9 @@ type fakePools struct {
 	// onClaim, when set, sees each warm pod Claim hands out, with the
 	// claim's context.
 	onClaim func(ctx context.Context, p *Pod)
-	// parked, elsewhere and now serve Parking (parking_test.go).
+	// parked, elsewhere and now serve Parking (parking_test.go);
+	// parkGate, when set, holds every Park until it is closed.
+	parkGate  chan struct{}
 	parked    map[string]*fakeParked
 	elsewhere map[string]int
 	now       func() time.Time
